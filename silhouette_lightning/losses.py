@@ -1,0 +1,88 @@
+"""Silhouette losses: how far a segmenter ensemble's subject map is from a target map, per trajectory.
+
+Every function returns one loss per trajectory (`[B]`), never a batch mean: the caller sums them, so that
+each trajectory's gradient does not depend on how many others share its batch (DESIGN.md, invariant 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOSSES = ("mse", "bce", "bce_bg", "ce", "soft_ce")
+ENSEMBLE_MODES = ("probs", "logits", "losses")
+_EPS = 1e-6
+
+
+def ensemble_probs(member_logits: Tensor, weights: Tensor, mode: str = "probs") -> Tensor:
+    """Combine segmenter outputs into one class-probability map.
+
+    `member_logits`: [M, B, C, H, W]; `weights`: [M], summing to 1. Mode "probs" (the paper's ensemble)
+    is the weighted mean of the members' softmaxes; "logits" (appendix A) is the softmax of the weighted
+    mean of the logits; "losses" averages losses instead of maps, and its map is the "probs" one.
+
+    >>> logits = torch.zeros(2, 1, 3, 4, 4)
+    >>> ensemble_probs(logits, torch.tensor([0.5, 0.5])).sum(1).allclose(torch.ones(1, 4, 4))
+    True
+    """
+    w = weights.to(member_logits.dtype).view(-1, 1, 1, 1, 1)
+    if mode == "logits":
+        return (w * member_logits).sum(0).softmax(1)  # [B, C, H, W]
+    if mode in ("probs", "losses"):
+        return (w * member_logits.softmax(2)).sum(0)  # [B, C, H, W]
+    raise ValueError(f"unknown ensemble mode {mode!r}; choose one of {ENSEMBLE_MODES}")
+
+
+def map_loss(probs: Tensor, target: Tensor, channel: Tensor, loss: str = "mse") -> Tensor:
+    """Loss between class probabilities `probs` [B, C, H, W] and target maps `target` [B, H, W] in [0, 1]
+    on each trajectory's subject `channel` [B] (long), as the mean over pixels: returns [B].
+
+    "mse" (the paper's best) uses the subject channel only; "bce" likewise with binary cross-entropy;
+    "bce_bg" adds the BCE of the background channel against `1 - target` (appendix C: it fits the
+    background); "ce" is cross-entropy over all classes with the thresholded target as labels (subject or
+    background); "soft_ce" is cross-entropy against the soft two-class target (t on subject, 1-t on
+    background).
+
+    >>> p = torch.zeros(1, 3, 2, 2); p[:, 2] = 1.0
+    >>> map_loss(p, torch.ones(1, 2, 2), torch.tensor([2])).item()
+    0.0
+    """
+    probs = probs.float()
+    target = target.float()
+    index = channel.view(-1, 1, 1, 1).expand(-1, 1, *probs.shape[2:])
+    subject = probs.gather(1, index).squeeze(1)  # [B, H, W]
+    background = probs[:, 0]  # [B, H, W]
+    if loss == "mse":
+        per_pixel = (subject - target) ** 2
+    elif loss == "bce":
+        per_pixel = F.binary_cross_entropy(subject.clamp(_EPS, 1 - _EPS), target, reduction="none")
+    elif loss == "bce_bg":
+        per_pixel = F.binary_cross_entropy(
+            subject.clamp(_EPS, 1 - _EPS), target, reduction="none"
+        ) + F.binary_cross_entropy(background.clamp(_EPS, 1 - _EPS), 1 - target, reduction="none")
+    elif loss == "ce":
+        labels = torch.where(target > 0.5, channel.view(-1, 1, 1), torch.zeros_like(channel).view(-1, 1, 1))
+        per_pixel = F.nll_loss(probs.clamp_min(_EPS).log(), labels, reduction="none")
+    elif loss == "soft_ce":
+        per_pixel = -(target * subject.clamp_min(_EPS).log() + (1 - target) * background.clamp_min(_EPS).log())
+    else:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    return per_pixel.flatten(1).mean(1)  # [B]
+
+
+def trajectory_loss(
+    member_logits: Tensor,
+    weights: Tensor,
+    target: Tensor,
+    channel: Tensor,
+    *,
+    loss: str = "mse",
+    mode: str = "probs",
+) -> Tensor:
+    """The optimized quantity of each trajectory, [B]: `map_loss` of the ensemble map, or, in mode
+    "losses", the weighted mean of each member's `map_loss`."""
+    if mode == "losses":
+        per_member = torch.stack([map_loss(logits.softmax(1), target, channel, loss) for logits in member_logits])
+        return (weights.to(per_member.dtype).view(-1, 1) * per_member).sum(0)
+    return map_loss(ensemble_probs(member_logits, weights, mode), target, channel, loss)

@@ -1,0 +1,90 @@
+"""Losses and IoU against independent references on seeded tiny inputs."""
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.functional.classification import binary_jaccard_index
+
+from silhouette_lightning.losses import LOSSES, ensemble_probs, map_loss, trajectory_loss
+from silhouette_lightning.metrics import MeanIoU, silhouette_iou
+
+
+def _probs(b=3, c=21, s=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, c, s, s, generator=g).softmax(1)
+
+
+def test_iou_matches_set_reference_and_torchmetrics():
+    g = torch.Generator().manual_seed(1)
+    p, t = torch.rand(4, 9, 7, generator=g), torch.rand(4, 9, 7, generator=g)
+    ours = silhouette_iou(p, t)
+    for i in range(4):
+        a = {(y, x) for y in range(9) for x in range(7) if p[i, y, x] > 0.5}
+        b = {(y, x) for y in range(9) for x in range(7) if t[i, y, x] > 0.5}
+        assert ours[i].item() == pytest.approx(len(a & b) / len(a | b))
+        assert ours[i].item() == pytest.approx(binary_jaccard_index(p[i], (t[i] > 0.5).long()).item())
+
+
+def test_iou_edge_cases():
+    empty, full = torch.zeros(1, 4, 4), torch.ones(1, 4, 4)
+    assert silhouette_iou(empty, empty).item() == 1.0
+    assert silhouette_iou(full, empty).item() == 0.0
+    assert silhouette_iou(full, full).item() == 1.0
+
+
+def test_mean_iou_metric_accumulates():
+    metric = MeanIoU()
+    metric.update(torch.tensor([0.5, 1.0]))
+    metric.update(torch.tensor([0.0]))
+    assert metric.compute().item() == pytest.approx(0.5)
+
+
+def test_mse_uses_only_the_subject_channel():
+    probs, target = _probs(), torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(2))
+    channel = torch.tensor([12, 8, 3])
+    expected = torch.stack([((probs[i, channel[i]] - target[i]) ** 2).mean() for i in range(3)])
+    assert torch.allclose(map_loss(probs, target, channel, "mse"), expected)
+    changed = probs.clone()
+    changed[:, 0] += 0.3  # background changes: the paper's loss must not see it
+    changed[:, 5] -= 0.1
+    for i in range(3):
+        changed[i, channel[i]] = probs[i, channel[i]]
+    assert torch.allclose(map_loss(changed, target, channel, "mse"), expected)
+
+
+def test_other_losses_against_numpy():
+    probs, target = _probs(seed=3), (torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(4)) > 0.5).float()
+    channel = torch.tensor([12, 12, 8])
+    p, t = probs.double().numpy(), target.double().numpy()
+    for i in range(3):
+        k = channel[i].item()
+        pk, p0 = p[i, k], p[i, 0]
+        bce = -(t[i] * np.log(pk) + (1 - t[i]) * np.log(1 - pk)).mean()
+        bce_bg = bce - ((1 - t[i]) * np.log(p0) + t[i] * np.log(1 - p0)).mean()
+        labels = np.where(t[i] > 0.5, k, 0)
+        ce = -np.log(np.take_along_axis(p[i], labels[None], 0)[0]).mean()
+        soft = -(t[i] * np.log(pk) + (1 - t[i]) * np.log(p0)).mean()
+        for name, ref in (("bce", bce), ("bce_bg", bce_bg), ("ce", ce), ("soft_ce", soft)):
+            assert map_loss(probs, target, channel, name)[i].item() == pytest.approx(ref, rel=1e-4), name
+
+
+def test_ensemble_modes():
+    logits = torch.randn(2, 3, 21, 4, 4, generator=torch.Generator().manual_seed(5))
+    w = torch.tensor([0.6, 0.4])
+    assert torch.allclose(ensemble_probs(logits, w, "probs"), 0.6 * logits[0].softmax(1) + 0.4 * logits[1].softmax(1))
+    assert torch.allclose(ensemble_probs(logits, w, "logits"), (0.6 * logits[0] + 0.4 * logits[1]).softmax(1))
+    target, channel = torch.rand(3, 4, 4), torch.tensor([12, 8, 3])
+    per_member = [map_loss(logits[m].softmax(1), target, channel) for m in range(2)]
+    assert torch.allclose(trajectory_loss(logits, w, target, channel, mode="losses"),
+                          0.6 * per_member[0] + 0.4 * per_member[1])  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_losses_are_per_trajectory(loss):
+    """Row i's loss and gradient do not depend on the other rows (invariant 1)."""
+    logits = torch.randn(2, 4, 21, 6, 6, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    target, channel = torch.rand(4, 6, 6), torch.tensor([12, 8, 3, 12])
+    full = trajectory_loss(logits, torch.tensor([0.5, 0.5]), target, channel, loss=loss)
+    alone = trajectory_loss(logits[:, 1:2], torch.tensor([0.5, 0.5]), target[1:2], channel[1:2], loss=loss)
+    assert full.shape == (4,)
+    assert full[1].item() == pytest.approx(alone[0].item(), rel=1e-6)
