@@ -1,0 +1,153 @@
+"""Run settings: one dataclass, read from YAML files and command-line flags, checked before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from silhouette_lightning.errors import UsageError
+from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
+from silhouette_lightning.models.segmenters import parse_ensemble_spec
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+SAVE_IMAGES = ("none", "best", "all")
+
+
+@dataclass
+class SwapConfig:
+    """Everything a run depends on. Defaults are the paper's settings (appendix B)."""
+
+    data: str | None = None  # folder of source photos or masks
+    masks: bool = False  # the files are silhouettes (white subject on black): no source segmentation
+    subject: str | None = None  # VOC class of every source; default: folder name, else the photo's largest
+    classes: list[str | int] | None = None  # ImageNet ids or names; default: per subject, configs/classes.yaml
+    restarts: int = 8
+    steps: int = 25
+    lr: float = 0.1
+    betas: tuple[float, float] = (0.5, 0.99)
+    seed: int = 0
+    batch_size: int | str = 16  # trajectories per device per step, or "auto" (largest that fits, GPU)
+    truncation: float = 0.4
+    generator: str = "biggan-deep-128"
+    segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
+    seg_size: int = 256
+    ensemble: str = "probs"
+    loss: str = "mse"
+    frames: int = 6  # latents kept per trajectory for the progress strip and animation
+    save_images: str = "all"  # none | best (best image, masks, composite) | all (+ strip, animation)
+    image_every: int = 5  # TensorBoard image panel every N steps (0: never)
+    max_pixels: int = 50_000_000  # larger source images are skipped (decompression bombs)
+    out: str = "runs"
+    name: str | None = None
+    # Lightning's own
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
+    default_classes: dict[str, list[str | int]] = field(default_factory=dict)
+
+    # Settings that may change between a run and its resumption without changing any result.
+    RUNTIME_ONLY = frozenset(
+        {"batch_size", "accelerator", "devices", "num_nodes", "strategy", "out", "name", "save_images", "image_every"}
+    )
+
+    @property
+    def run_dir(self) -> Path:
+        """`OUT/NAME`: where everything of this run is written."""
+        return Path(self.out) / (self.name or default_run_name(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for YAML and TensorBoard hyperparameters."""
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings results depend on: a resumed run must match them."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_ONLY}
+
+
+def default_run_name(config: SwapConfig) -> str:
+    """`<data folder name>-<generator>` made safe for a folder name."""
+    base = Path(config.data).resolve().name if config.data else "run"
+    generator = Path(config.generator).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{base}-{generator}").strip("._-") or "run"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file; a bare name is looked up in `configs/` (`paper` -> `configs/paper.yaml`)."""
+    p = Path(path)
+    if not p.exists() and (CONFIG_DIR / f"{p.name}.yaml").exists():
+        p = CONFIG_DIR / f"{p.name}.yaml"
+    if not p.is_file():
+        raise UsageError(f"config file {path} not found (bundled configs: {', '.join(bundled_configs())})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {p} must hold a mapping of setting: value")
+    return data
+
+
+def bundled_configs() -> list[str]:
+    """Names of the YAML files in `configs/`."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "classes")
+
+
+def build_config(*layers: dict[str, Any]) -> SwapConfig:
+    """Defaults, then `configs/classes.yaml`, then each layer (config file, flags) on top; checked."""
+    names = {f.name for f in dataclasses.fields(SwapConfig)}
+    values: dict[str, Any] = {"default_classes": load_yaml(CONFIG_DIR / "classes.yaml")}
+    for layer in layers:
+        for key, value in layer.items():
+            key = key.replace("-", "_")
+            if key not in names:
+                raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
+            if value is not None:
+                values[key] = value
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    config = SwapConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(c: SwapConfig) -> None:
+    """Out-of-range settings are usage errors, found before any work."""
+    problems = []
+    if not 0 < c.truncation <= 1:
+        problems.append(f"--truncation must be in (0, 1], got {c.truncation}")
+    for name in ("restarts", "steps", "seg_size", "frames", "num_nodes", "max_pixels"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+    if not (isinstance(c.lr, (int, float)) and c.lr > 0):
+        problems.append(f"--lr must be positive, got {c.lr}")
+    if len(c.betas) != 2 or not all(0 <= b < 1 for b in c.betas):
+        problems.append(f"betas must be two numbers in [0, 1), got {list(c.betas)}")
+    if c.batch_size != "auto" and not (isinstance(c.batch_size, int) and c.batch_size >= 1):
+        problems.append(f"--batch-size must be a whole number >= 1 or 'auto', got {c.batch_size!r}")
+    if c.image_every < 0:
+        problems.append(f"--image-every must be >= 0, got {c.image_every}")
+    if c.loss not in LOSSES:
+        problems.append(f"--loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
+    if c.ensemble not in ENSEMBLE_MODES:
+        problems.append(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {c.ensemble!r}")
+    if c.save_images not in SAVE_IMAGES:
+        problems.append(f"--save-images must be one of {', '.join(SAVE_IMAGES)}, got {c.save_images!r}")
+    try:
+        members = parse_ensemble_spec(c.segmenters)
+        if sum(w for _, w in members) <= 0 or any(w < 0 for _, w in members):
+            problems.append(f"--segmenters weights must be >= 0 and sum to a positive number, got {c.segmenters!r}")
+    except UsageError as e:
+        problems.append(str(e))
+    if problems:
+        raise UsageError("; ".join(problems))

@@ -1,0 +1,161 @@
+"""Sources -> target maps -> trajectories -> batches: the run's LightningDataModule.
+
+`prepare_data` (one process) segments every source once into a cached target map and writes the plan:
+the trajectories still to run (finished ones are skipped on resume). Every rank then reads the same plan
+and iterates the same sequence of (chunk, step) items; item (c, 0) carries chunk c's trajectories and this
+rank's target maps, the later steps of a chunk carry only their step number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from silhouette_lightning.classes import VOC_CLASSES
+from silhouette_lightning.files import atomic_torch_save
+from silhouette_lightning.results import load_records
+from silhouette_lightning.sources import Source
+from silhouette_lightning.target_maps import PreparedSource, load_target, prepare_targets
+from silhouette_lightning.trajectories import Trajectory, enumerate_trajectories
+
+
+class ChunkSteps(Dataset):
+    """Items `(chunk, step)` for `step` in 0..steps: the last step of a chunk scores without updating."""
+
+    def __init__(
+        self,
+        trajectories: list[Trajectory],
+        indices: list[int],
+        targets_dir: Path,
+        *,
+        chunk: int,
+        rank_rows: slice,
+        steps: int,
+    ) -> None:
+        self.trajectories, self.indices, self.targets_dir = trajectories, indices, Path(targets_dir)
+        self.chunk, self.rank_rows, self.steps = chunk, rank_rows, steps
+        self.num_chunks = math.ceil(len(indices) / chunk)
+
+    def __len__(self) -> int:
+        return self.num_chunks * (self.steps + 1)
+
+    def __getitem__(self, i: int) -> dict:
+        chunk, step = divmod(i, self.steps + 1)
+        if step > 0:
+            return {"chunk": chunk, "step": step}
+        rows = self.indices[chunk * self.chunk : (chunk + 1) * self.chunk]
+        rows = rows + [-1] * (self.chunk - len(rows))  # padding rows: never scored, never written
+        trajs = [self.trajectories[r] if r >= 0 else None for r in rows]
+        groups: dict[tuple[str, int], int] = {}
+        size = load_target(self.targets_dir, next(t for t in trajs if t).source_key).shape
+        targets = [
+            load_target(self.targets_dir, t.source_key) if t else torch.zeros(size) for t in trajs[self.rank_rows]
+        ]
+        return {
+            "chunk": chunk,
+            "step": 0,
+            "index": torch.tensor(rows),
+            "seeds": torch.tensor([t.seed if t else 0 for t in trajs], dtype=torch.long),
+            "class_id": torch.tensor([t.class_id if t else 0 for t in trajs]),
+            "channel": torch.tensor([VOC_CLASSES.index(t.subject) if t else 0 for t in trajs]),
+            "group": torch.tensor([groups.setdefault(t.group, len(groups)) if t else -1 for t in trajs]),
+            "targets": torch.stack(targets),  # [B, S, S]
+        }
+
+
+@dataclass
+class Plan:
+    """What a run does: every trajectory (in result order) and the sources it skips."""
+
+    trajectories: list[Trajectory]
+    skipped: list[PreparedSource]
+    sources: list[str]  # every source key, in data order
+    class_ids: dict[str, list[int]]  # per subject: the classes its sources are swapped to
+    restarts: int
+    masks: bool
+    targets_dir: Path
+
+    def source_order(self, key: str) -> int:
+        """Position of a source in the data order."""
+        return self._source_index[key]
+
+    def class_order(self, class_id: int) -> tuple[int, int]:
+        """Classes in the order they were asked for."""
+        for i, ids in enumerate(self.class_ids.values()):
+            if class_id in ids:
+                return (i, ids.index(class_id))
+        return (len(self.class_ids), class_id)
+
+    def group_order(self, group: tuple[str, int]) -> tuple:
+        """(source, class) pairs in data order, then class order."""
+        return (self.source_order(group[0]), self.class_order(group[1]))
+
+    def row_order(self, row: dict) -> tuple:
+        """results.csv rows: by source, skipped sources first among theirs, then classes."""
+        class_id = row.get("class_id")
+        return (self.source_order(row["source"]), (-1, -1) if class_id in (None, "") else self.class_order(class_id))
+
+    def __post_init__(self) -> None:
+        self._source_index = {key: i for i, key in enumerate(self.sources)}
+
+
+class SwapData(LightningDataModule):
+    """Prepares target maps and the plan once, then serves (chunk, step) items to every rank."""
+
+    def __init__(self, *, sources: list[Source], classes_for, ensemble, run_dir: Path, masks: bool, seg_size: int,
+                 ensemble_mode: str, restarts: int, steps: int, seed: int, max_pixels: int, data_dir: Path, log=print) -> None:  # fmt: skip
+        super().__init__()
+        self.sources, self.classes_for, self.ensemble, self.run_dir = sources, classes_for, ensemble, Path(run_dir)
+        self.masks, self.seg_size, self.ensemble_mode, self.max_pixels = masks, seg_size, ensemble_mode, max_pixels
+        self.restarts, self.steps, self.seed, self.log = restarts, steps, seed, log
+        self.data_dir = Path(data_dir)
+        self.targets_dir = self.run_dir / "targets"
+        self.plan: Plan | None = None
+        self.pending: list[int] = []
+
+    @property
+    def plan_path(self) -> Path:
+        return self.run_dir / "plan.pt"
+
+    def prepare_data(self) -> None:
+        """One process: segment every source (cached), decide subjects and classes, save the plan."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        self.ensemble.to(device)
+        prepared = prepare_targets(self.sources, self.ensemble, self.targets_dir, masks=self.masks,
+                                   size=self.seg_size, mode=self.ensemble_mode, max_pixels=self.max_pixels,
+                                   data_dir=self.data_dir, log=self.log)  # fmt: skip
+        ok = [p for p in prepared if p.ok]
+        subjects = sorted({p.subject for p in ok})
+        class_ids = {subject: self.classes_for(subject) for subject in subjects}
+        trajectories = enumerate_trajectories(
+            [(p.key, p.subject, class_ids[p.subject]) for p in ok], self.restarts, self.seed
+        )
+        atomic_torch_save({
+            "trajectories": [asdict(t) for t in trajectories], "sources": [s.key for s in self.sources],
+            "skipped": [asdict(p) for p in prepared if not p.ok], "class_ids": class_ids,
+        }, self.plan_path)  # fmt: skip
+
+    def setup(self, stage: str) -> None:
+        """Every rank: read the plan and leave out trajectories that earlier runs finished."""
+        data = torch.load(self.plan_path, weights_only=True)
+        self.plan = Plan(
+            trajectories=[Trajectory(**t) for t in data["trajectories"]],
+            skipped=[PreparedSource(**p) for p in data["skipped"]],
+            sources=data["sources"], class_ids=data["class_ids"], restarts=self.restarts, masks=self.masks,
+            targets_dir=self.targets_dir,
+        )  # fmt: skip
+        done = load_records(self.run_dir).keys()
+        self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
+
+    def train_dataloader(self) -> DataLoader:
+        """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""
+        module = self.trainer.lightning_module
+        rank, batch = self.trainer.global_rank, module.batch_size
+        dataset = ChunkSteps(self.plan.trajectories, self.pending, self.targets_dir, chunk=module.z.shape[0],
+                             rank_rows=slice(rank * batch, (rank + 1) * batch), steps=self.steps)  # fmt: skip
+        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)

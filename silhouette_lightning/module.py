@@ -1,0 +1,207 @@
+"""The LightningModule: a chunk of BigGAN latents, the only trainable parameter, pulled toward target maps.
+
+Data flow of one step (one batch = one Adam step for every trajectory of the chunk):
+  z [G, Z] -> this rank's rows [B, Z] -> G(z, class) [B, 3, R, R] -> ensemble logits [M, B, C, S, S]
+  -> per-trajectory loss [B] and IoU [B] -> gathered to [G] on every rank -> best-so-far per trajectory.
+
+Many devices, one answer (DESIGN.md): every rank holds the whole chunk `z` [G, Z] (G = batch x world size)
+and computes the loss of its own B rows only. DDP averages gradients over ranks, and each row's gradient
+comes from exactly one rank, so the loss is scaled by the world size to make the update exact. Losses are
+summed over trajectories, never averaged, and Adam is elementwise, so a row's update does not depend on
+the others.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from silhouette_lightning.classes import VOC_CLASSES
+from silhouette_lightning.losses import ensemble_probs, trajectory_loss
+from silhouette_lightning.metrics import MeanIoU, silhouette_iou
+from silhouette_lightning.trajectories import initial_latents
+
+
+def frame_steps(steps: int, frames: int) -> list[int]:
+    """The steps whose latents are kept for pictures: evenly spaced, always the first and last."""
+    if frames <= 1:
+        return [steps]
+    return sorted({round(i * steps / (frames - 1)) for i in range(frames)})
+
+
+class SilhouetteSwap(LightningModule):
+    """Optimizes chunks of latents; after the last step of a chunk, `finished_chunk` holds its results."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        ensemble: nn.Module,
+        *,
+        batch_size: int,
+        steps: int = 25,
+        lr: float = 0.1,
+        betas: tuple[float, float] = (0.5, 0.99),
+        truncation: float = 0.4,
+        loss: str = "mse",
+        ensemble_mode: str = "probs",
+        frames: int = 6,
+        hparams: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if hparams:
+            self.save_hyperparameters(hparams)  # shown in TensorBoard; the networks are not hyperparameters
+        self.automatic_optimization = False
+        self.generator = generator  # frozen by its loader
+        self.ensemble = ensemble  # frozen by its loader
+        self.batch_size, self.steps, self.lr, self.betas = batch_size, steps, lr, tuple(betas)
+        self.truncation, self.loss_name, self.ensemble_mode = truncation, loss, ensemble_mode
+        self.frame_steps = frame_steps(steps, frames)
+        self.z_dim = generator.config.z_dim
+        self.num_classes = generator.config.num_classes
+        self.iou_metric = MeanIoU()
+        self.finished_chunk: dict | None = None
+        self.z = nn.Parameter(torch.zeros(batch_size, self.z_dim))  # resized to the global chunk in setup
+
+    def setup(self, stage: str) -> None:
+        """Size the chunk to batch x world size (known only now); DDP wraps the module after this."""
+        chunk = self.batch_size * self.trainer.world_size
+        self.z = nn.Parameter(torch.zeros(chunk, self.z_dim, device=self.z.device))
+
+    def configure_optimizers(self):
+        """Adam as in the paper; one Adam over [G, Z] is G independent Adams (elementwise)."""
+        return torch.optim.Adam([self.z], lr=self.lr, betas=self.betas)
+
+    def generate(self, z: Tensor, class_ids: Tensor) -> Tensor:
+        """Images in [0, 1]: `[B, Z], [B] -> [B, 3, R, R]`."""
+        one_hot = F.one_hot(class_ids, self.num_classes).to(z.dtype)  # [B, K]
+        return (self.generator(z, one_hot, self.truncation) + 1) / 2
+
+    def subject_maps(self, logits: Tensor, channels: Tensor) -> Tensor:
+        """The ensemble's probability of each trajectory's subject: `[M, B, C, S, S], [B] -> [B, S, S]`."""
+        probs = ensemble_probs(logits, self.ensemble.weights, self.ensemble_mode)  # [B, C, S, S]
+        return probs.gather(1, channels.view(-1, 1, 1, 1).expand(-1, 1, *probs.shape[2:])).squeeze(1)
+
+    def score(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """(loss [B], IoU [B]) of latents `z` [B, Z] against target maps `[B, S, S]`."""
+        logits = self.ensemble(self.generate(z, class_ids))  # [M, B, C, S, S]
+        weights = self.ensemble.weights
+        loss = trajectory_loss(logits, weights, targets, channels, loss=self.loss_name, mode=self.ensemble_mode)
+        iou = silhouette_iou(self.subject_maps(logits.detach(), channels), targets)
+        return loss.float(), iou
+
+    def _start_chunk(self, batch: dict) -> None:
+        """Re-seed `z` in place (same Parameter: DDP and the optimizer keep it) and reset all state."""
+        chunk = self.z.shape[0]
+        # "z0" (optional): explicit starting latents, for the recovery experiment
+        z0 = batch["z0"] if "z0" in batch else initial_latents(batch["seeds"].tolist(), self.z_dim, self.truncation)
+        with torch.no_grad():
+            self.z.copy_(z0.to(self.z))
+        self.optimizers().optimizer.state.clear()
+        device = self.z.device
+        self.chunk_index = batch["index"]  # [G] trajectory index, -1 for padding
+        self.class_ids, self.channels = batch["class_id"], batch["channel"]  # [G], [G]
+        self.group_ids = batch["group"]  # [G]: rows with the same id share (source, class)
+        self.targets = batch["targets"]  # [B, S, S]: this rank's rows only
+        self.valid = self.chunk_index >= 0
+        self.alive = self.valid.clone()
+        self.stopped_at = torch.full((chunk,), -1, dtype=torch.long, device=device)
+        self.best_z = self.z.detach().clone()
+        self.best_iou = torch.full((chunk,), -1.0, device=device)
+        self.best_loss = torch.full((chunk,), float("inf"), device=device)
+        self.best_step = torch.zeros(chunk, dtype=torch.long, device=device)
+        self.frames = torch.zeros(chunk, len(self.frame_steps), self.z_dim, device=device)
+        self.iou_history = torch.zeros(self.steps + 1, chunk, device=device)  # IoU of every step, for curves
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        """One Adam step for every trajectory of the chunk (the last step only scores)."""
+        step = int(batch["step"])
+        if step == 0:
+            self._start_chunk(batch)
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        rows = slice(rank * self.batch_size, (rank + 1) * self.batch_size)
+        with torch.set_grad_enabled(step < self.steps):
+            loss, iou = self.score(self.z[rows], self.class_ids[rows], self.channels[rows], self.targets)
+        finite = torch.isfinite(loss) & torch.isfinite(self.z[rows].detach()).all(1)
+        all_loss = self._gather(loss.detach())  # [G]
+        all_iou = self._gather(iou)  # [G]
+        all_finite = self._gather(finite.float()).bool()  # [G]
+        self._track(step, all_loss, all_iou, all_finite)
+
+        if step < self.steps:
+            live = self.alive[rows]
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(torch.where(live, loss, 0.0).sum() * world)
+            with torch.no_grad():
+                frozen_rows = ~self.alive  # stopped or padding: restore after the step, whatever Adam does
+                kept = self.z[frozen_rows].clone()
+                self.z.grad[frozen_rows] = 0
+                optimizer.step()
+                self.z[frozen_rows] = kept
+
+        rows_live = self.valid & self.alive
+        if rows_live.any():
+            self.iou_metric(all_iou[rows_live])
+            self.log("train/iou", self.iou_metric, prog_bar=True, on_step=True, on_epoch=False)
+            self.log("train/loss", all_loss[rows_live].mean(), prog_bar=True, on_step=True, on_epoch=False)
+            self.log("train/iou_best", self._group_best_mean(), on_step=True, on_epoch=False)
+            self._log_per_subject(all_iou)
+        if step == self.steps:
+            self.finished_chunk = self._chunk_results()
+
+    def _gather(self, values: Tensor) -> Tensor:
+        """Every rank's `[B]` values, in rank order: `[G]` (identity on one device)."""
+        if self.trainer.world_size == 1:
+            return values
+        return self.all_gather(values).reshape(-1)
+
+    @torch.no_grad()
+    def _track(self, step: int, loss: Tensor, iou: Tensor, finite: Tensor) -> None:
+        """Best-so-far per trajectory (highest IoU, ties to lower loss); stop non-finite trajectories."""
+        self.iou_history[step] = iou
+        newly_dead = self.alive & ~finite
+        self.stopped_at[newly_dead] = step
+        self.alive &= finite
+        better = self.alive & ((iou > self.best_iou) | ((iou == self.best_iou) & (loss < self.best_loss)))
+        self.best_iou = torch.where(better, iou, self.best_iou)
+        self.best_loss = torch.where(better, loss, self.best_loss)
+        self.best_step = torch.where(better, step, self.best_step)
+        self.best_z = torch.where(better[:, None], self.z.detach(), self.best_z)
+        if step in self.frame_steps:
+            self.frames[:, self.frame_steps.index(step)] = self.z.detach()
+
+    def _group_best_mean(self) -> Tensor:
+        """Mean over this chunk's (source, class) groups of the best IoU so far among their restarts."""
+        group = self.group_ids  # [G], set by the data (same id = same source and class)
+        valid = self.valid & (self.best_iou >= 0)
+        if not valid.any():
+            return torch.tensor(0.0, device=self.z.device)
+        ids, inverse = torch.unique(group[valid], return_inverse=True)
+        best = torch.full((len(ids),), -1.0, device=self.z.device).scatter_reduce(
+            0, inverse, self.best_iou[valid], reduce="amax"
+        )
+        return best.mean()
+
+    def _log_per_subject(self, iou: Tensor) -> None:
+        """`train/iou/<subject>`: mean IoU of the live trajectories of each subject class in this chunk."""
+        live = self.valid & self.alive
+        for channel in torch.unique(self.channels[live]).tolist():
+            rows = live & (self.channels == channel)
+            self.log(f"train/iou/{VOC_CLASSES[channel]}", iou[rows].mean(), on_step=True, on_epoch=False)
+
+    def _chunk_results(self) -> dict:
+        """Per-trajectory results of the finished chunk, on the CPU, padding rows dropped."""
+        keep = self.valid
+        return {
+            "index": self.chunk_index[keep].cpu(),
+            "best_z": self.best_z[keep].cpu(),
+            "best_iou": self.best_iou[keep].cpu(),
+            "best_loss": self.best_loss[keep].cpu(),
+            "best_step": self.best_step[keep].cpu(),
+            "stopped_at": self.stopped_at[keep].cpu(),
+            "frames": self.frames[keep].cpu(),
+            "frame_steps": list(self.frame_steps),
+            "iou_history": self.iou_history[:, keep].T.cpu(),  # [N, steps + 1]
+        }

@@ -1,0 +1,130 @@
+"""One run, start to finish: check the inputs, load the frozen networks, fit the latents, write results."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
+from silhouette_lightning.config import SwapConfig
+from silhouette_lightning.data import SwapData
+from silhouette_lightning.errors import UsageError
+from silhouette_lightning.files import atomic_write_text
+from silhouette_lightning.models.biggan import load_generator
+from silhouette_lightning.models.segmenters import load_ensemble
+from silhouette_lightning.module import SilhouetteSwap
+from silhouette_lightning.sources import discover_sources
+from silhouette_lightning.writer import ResultWriter
+
+# Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
+# items are made in the main process on purpose, and a short run logs every step on purpose.
+for pattern in (".*in eval mode.*", ".*treespec.*", ".*does not have many workers.*", ".*smaller than the logging interval.*",
+                ".*`training_step` returned `None`.*", ".*sync_dist=True.*"):  # fmt: skip
+    warnings.filterwarnings("ignore", message=pattern)
+
+
+def eprint(*args) -> None:
+    """Messages for the user go to stderr."""
+    print(*args, file=sys.stderr, flush=True)
+
+
+def class_chooser(config: SwapConfig, num_classes: int):
+    """`subject -> class ids`: the --classes list for every subject, else the subject's defaults.
+
+    Every name is resolved now, before any work, so that a typo fails at once with suggestions.
+    """
+    items = config.classes
+    explicit = None
+    if items:
+        explicit = resolve_imagenet_classes(parse_class_list(items) if isinstance(items, str) else list(items))
+    defaults = {}
+    for subject, names in config.default_classes.items():
+        defaults[resolve_voc_class(subject)] = resolve_imagenet_classes(names)
+    for ids in [explicit] if explicit else defaults.values():
+        too_big = [i for i in ids if i >= num_classes]
+        if too_big:
+            raise UsageError(f"class ids {too_big} are beyond this generator's {num_classes} classes; pass --classes")
+
+    def classes_for(subject: str) -> list[int]:
+        if explicit:
+            return explicit
+        return defaults.get(resolve_voc_class(subject)) or []
+
+    return classes_for
+
+
+def prepare_run_dir(config: SwapConfig) -> Path:
+    """Create `OUT/NAME`, refuse to mix results of different settings, write the resolved config."""
+    run_dir = config.run_dir
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        before = yaml.safe_load(saved.read_text()) or {}
+        now = config.result_settings()
+        changed = sorted(k for k in now if k in before and before[k] != now[k] and k not in SwapConfig.RUNTIME_ONLY)
+        if changed:
+            diffs = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
+            raise UsageError(
+                f"{run_dir} holds a run with other settings ({diffs}); pass --name to start a new run, "
+                "or the same settings to resume it"
+            )
+    try:
+        atomic_write_text(saved, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as e:
+        raise UsageError(
+            f"cannot write to the output folder {run_dir}: {e.strerror or e}; choose another --out"
+        ) from None
+    return run_dir
+
+
+def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, **trainer_kwargs) -> Path:
+    """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
+
+    `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
+    """
+    if not config.data:
+        raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
+    sources = discover_sources(Path(config.data), subject=config.subject)
+    if config.masks and any(s.subject is None for s in sources):
+        raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named by "
+                         "subject (DIR/dog/*.png)")  # fmt: skip
+    if generator is None:
+        generator = load_generator(config.generator)
+    classes_for = class_chooser(config, generator.config.num_classes)
+    if ensemble is None:
+        ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
+    run_dir = prepare_run_dir(config)
+    log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
+
+    batch_size = config.batch_size
+    if batch_size == "auto":
+        from silhouette_lightning.batching import auto_batch_size
+
+        batch_size = auto_batch_size(generator, ensemble, config, log=log)
+    module = SilhouetteSwap(
+        generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
+        truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
+        hparams=config.to_dict(),
+    )  # fmt: skip
+    data = SwapData(
+        sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
+        seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
+        seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
+    )  # fmt: skip
+    writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
+                          save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels)  # fmt: skip
+    trainer = Trainer(
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
+        precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
+        enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
+        logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+        callbacks=[writer, *callbacks], **trainer_kwargs,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    if trainer.is_global_zero:
+        log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'})")
+    return run_dir

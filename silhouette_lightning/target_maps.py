@@ -1,0 +1,117 @@
+"""Target maps: each source's subject silhouette, segmented once and cached on disk.
+
+A photo's target map is the ensemble's subject-class probability map, computed with exactly the
+preprocessing the generated images get; a mask file's target map is the mask itself, resized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from silhouette_lightning.classes import VOC_CLASSES, resolve_voc_class
+from silhouette_lightning.errors import SourceError
+from silhouette_lightning.files import atomic_torch_save
+from silhouette_lightning.losses import ensemble_probs
+from silhouette_lightning.sources import Source, load_mask, load_rgb, output_name
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """A source after segmentation: its subject and cached target map, or why it was skipped."""
+
+    key: str
+    subject: str | None
+    status: str  # "ok" or "skipped: <reason>"
+
+    @property
+    def ok(self) -> bool:
+        """Whether the source takes part in the optimization."""
+        return self.status == "ok"
+
+
+def target_path(cache_dir: Path, key: str) -> Path:
+    """Where the target map of source `key` is cached."""
+    return Path(cache_dir) / f"{output_name(key)}.pt"
+
+
+@torch.no_grad()
+def segment_photo(ensemble, photo: Tensor, *, mode: str, subject: str | None) -> tuple[Tensor, str]:
+    """The ensemble's map of one photo `[3, H, W]` in [0, 1] -> (target map `[S, S]`, subject name).
+
+    With no subject given, the subject is the non-background VOC class covering the most pixels.
+    """
+    device = next(ensemble.buffers()).device
+    logits = ensemble(photo.unsqueeze(0).to(device))  # [M, 1, C, S, S]
+    probs = ensemble_probs(logits, ensemble.weights, mode)[0]  # [C, S, S]
+    if subject is None:
+        counts = torch.bincount(probs.argmax(0).flatten(), minlength=probs.shape[0])
+        counts[0] = 0
+        if counts.max() == 0:
+            raise SourceError("no subject found: the segmenters see only background")
+        index = int(counts.argmax())
+    else:
+        index = resolve_voc_class(subject)
+    return probs[index].float().cpu(), VOC_CLASSES[index]
+
+
+def mask_target(mask: Tensor, size: int) -> Tensor:
+    """A binary mask `[H, W]` -> target map `[size, size]`, area-resized then thresholded back to {0, 1}."""
+    resized = F.interpolate(mask[None, None].float(), size=(size, size), mode="bilinear", antialias=True)
+    return (resized[0, 0] > 0.5).float()
+
+
+def prepare_targets(
+    sources: list[Source],
+    ensemble,
+    cache_dir: Path,
+    *,
+    masks: bool,
+    size: int,
+    mode: str,
+    max_pixels: int,
+    data_dir: Path | None = None,
+    log=print,
+) -> list[PreparedSource]:
+    """Segment every source once (or read its cached map) and report each as ok or skipped.
+
+    A bad file never stops the run: its reason is logged with its name and recorded as its status.
+    """
+    prepared = []
+    thresholded = []
+    for source in sources:
+        path = target_path(cache_dir, source.key)
+        if path.exists():
+            cached = torch.load(path, weights_only=True)
+            prepared.append(PreparedSource(source.key, cached["subject"], "ok"))
+            continue
+        try:
+            if masks:
+                mask, was_thresholded = load_mask(source.path, max_pixels=max_pixels, data_dir=data_dir)
+                if was_thresholded:
+                    thresholded.append(source.key)
+                target = mask_target(mask, size)
+                subject = VOC_CLASSES[resolve_voc_class(source.subject)]
+            else:
+                photo = load_rgb(source.path, max_pixels=max_pixels, data_dir=data_dir)
+                target, subject = segment_photo(ensemble, photo, mode=mode, subject=source.subject)
+            if not (target > 0.5).any():
+                raise SourceError(f"no {subject} found: the target map is empty")
+        except SourceError as e:
+            log(f"skipped {source.path}: {e}")
+            prepared.append(PreparedSource(source.key, source.subject, f"skipped: {e}"))
+            continue
+        atomic_torch_save({"target": target.half(), "subject": subject}, path)
+        prepared.append(PreparedSource(source.key, subject, "ok"))
+    if thresholded:
+        log(f"{len(thresholded)} mask file(s) were not two-valued and were thresholded at 0.5, e.g. {thresholded[0]}")
+    return prepared
+
+
+def load_target(cache_dir: Path, key: str) -> Tensor:
+    """The cached target map `[S, S]` (float32) of source `key`."""
+    return torch.load(target_path(cache_dir, key), weights_only=True)["target"].float()

@@ -1,0 +1,189 @@
+"""Writes results as chunks finish (rank zero): records, per-(source, class) outputs and the CSV tables.
+
+Resuming reads back what this wrote: a (source, class) is complete when all its restarts have records;
+its pictures and latent are (re)written if missing, so an interrupted run loses at most the chunk in flight.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
+
+from silhouette_lightning import pictures
+from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
+from silhouette_lightning.files import atomic_save_image
+from silhouette_lightning.results import (
+    CLASS_COLUMNS,
+    RESULT_COLUMNS,
+    best_record,
+    class_table,
+    group_dir,
+    load_records,
+    save_latent,
+    summary_row,
+    write_csv,
+    write_records,
+)
+from silhouette_lightning.sources import load_rgb
+from silhouette_lightning.target_maps import load_target
+
+
+class ResultWriter(Callback):
+    """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
+
+    def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
+                 data_dir: Path | None, max_pixels: int) -> None:  # fmt: skip
+        self.run_dir, self.plan = Path(run_dir), plan
+        self.generator_spec, self.truncation, self.save_images = generator_spec, truncation, save_images
+        self.data_dir, self.max_pixels = data_dir, max_pixels
+        self.records: dict = {}
+        self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Read back earlier records; finish groups whose outputs a crash left unwritten."""
+        self.plan = trainer.datamodule.plan
+        if trainer.is_global_zero:
+            self.records = load_records(self.run_dir)
+            self._update(pl_module, self._groups_of(self.records))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """After a chunk's last step: record its trajectories and write what they complete."""
+        finished, pl_module.finished_chunk = pl_module.finished_chunk, None
+        if finished is not None and trainer.is_global_zero:
+            records = self._to_records(finished)
+            write_records(self.run_dir, records)
+            for r in records:
+                self.records[(r["source"], r["class_id"], r["restart"])] = r
+            self._update(pl_module, {(r["source"], r["class_id"]) for r in records})
+
+    @rank_zero_only
+    def on_train_end(self, trainer, pl_module) -> None:
+        """The contact sheet of the whole run."""
+        self._write_tables()
+        if self.save_images != "none" and self.complete:
+            self._contact_sheet()
+
+    def _to_records(self, finished: dict) -> list[dict]:
+        """Chunk tensors -> one plain dict per trajectory (readable with `torch.load(weights_only=True)`)."""
+        records = []
+        for i, index in enumerate(finished["index"].tolist()):
+            t = self.plan.trajectories[index]
+            records.append({
+                "source": t.source_key, "subject": t.subject, "class_id": t.class_id, "restart": t.restart,
+                "seed": t.seed, "best_iou": float(finished["best_iou"][i]),
+                "best_loss": float(finished["best_loss"][i]), "best_step": int(finished["best_step"][i]),
+                "stopped_at": int(finished["stopped_at"][i]), "best_z": finished["best_z"][i].clone(),
+                "frames": finished["frames"][i].clone(), "frame_steps": finished["frame_steps"],
+            })  # fmt: skip
+        return records
+
+    @staticmethod
+    def _groups_of(records: dict) -> set[tuple[str, int]]:
+        return {(source, class_id) for source, class_id, _ in records}
+
+    def _update(self, pl_module, groups: set[tuple[str, int]]) -> None:
+        """Write outputs of the groups that are now complete, then the tables."""
+        by_group = defaultdict(list)
+        for (source, class_id, _), record in self.records.items():
+            if (source, class_id) in groups:
+                by_group[(source, class_id)].append(record)
+        for group, records in sorted(by_group.items()):
+            if len(records) < self.plan.restarts or group in self.complete:
+                continue
+            records.sort(key=lambda r: r["restart"])
+            row = summary_row(self.run_dir, records)
+            if row["status"] == "ok":
+                self._write_group(pl_module, records)
+            self.complete[group] = row
+            for r in records:  # a complete group needs only its row from now on
+                self.records.pop((r["source"], r["class_id"], r["restart"]))
+        self._write_tables()
+
+    def _write_tables(self) -> None:
+        rows = [self.complete[g] for g in sorted(self.complete, key=self.plan.group_order)]
+        skipped = [{"source": s.key, "subject": s.subject or "", "status": s.status} for s in self.plan.skipped]
+        write_csv(self.run_dir / "results.csv", RESULT_COLUMNS, sorted(rows + skipped, key=self.plan.row_order))
+        write_csv(self.run_dir / "classes.csv", CLASS_COLUMNS, class_table(rows))
+
+    @torch.no_grad()
+    def _write_group(self, pl_module, records: list[dict]) -> None:
+        """Best image, masks, composite, strip, animation and latent of one (source, class)."""
+        best = best_record([r for r in records if r["best_iou"] >= 0])
+        out = group_dir(self.run_dir, best["source"], best["class_id"])
+        latent_path = out / "latent.pt"
+        if latent_path.exists():
+            return
+        if self.save_images != "none":
+            target = load_target(self.plan.targets_dir, best["source"])
+            zs = best["frames"] if self.save_images == "all" else best["best_z"][None]
+            zs = torch.cat([best["best_z"][None], zs]) if self.save_images == "all" else zs
+            images, masks = self._render(pl_module, zs, best["class_id"], best["subject"])
+            atomic_save_image(pictures.to_pil(images[0]), out / "best.png")
+            atomic_save_image(pictures.to_pil((masks[0] > 0.5).float()), out / "mask.png")
+            atomic_save_image(pictures.to_pil(target), out / "target.png")
+            photo = self._photo(best["source"])
+            if photo is not None:
+                atomic_save_image(
+                    pictures.to_pil(pictures.composite(photo, images[0], masks[0])), out / "composite.png"
+                )
+            if self.save_images == "all":
+                captions = [f"step {s}" for s in best["frame_steps"]]
+                atomic_save_image(pictures.strip(list(images[1:]), list(masks[1:]), captions, target=target),
+                                  out / "strip.png")  # fmt: skip
+                pictures.progress_gif(list(images[1:]), list(masks[1:]), target, out / "progress.gif",
+                                      captions=captions)  # fmt: skip
+        save_latent(latent_path, best, generator=self.generator_spec, truncation=self.truncation)
+
+    def _render(self, pl_module, zs, class_id: int, subject: str):
+        """Images `[N, 3, R, R]` and subject maps `[N, S, S]` of latents `[N, Z]` on the module's device."""
+        device = pl_module.z.device
+        zs = zs.to(device)
+        class_ids = torch.full((len(zs),), class_id, device=device)
+        channels = torch.full((len(zs),), VOC_CLASSES.index(subject), device=device)
+        with torch.autocast(device.type, enabled=False):
+            images = pl_module.generate(zs.float(), class_ids)  # [N, 3, R, R]
+            maps = pl_module.subject_maps(pl_module.ensemble(images), channels)  # [N, S, S]
+        return images.clamp(0, 1).cpu(), maps.float().cpu()
+
+    def _photo(self, source_key: str):
+        """The source photo for composites, or None for mask sources (nothing to composite into)."""
+        if self.plan.masks or self.data_dir is None:
+            return None
+        try:
+            photo = load_rgb(Path(self.data_dir) / source_key, max_pixels=self.max_pixels, data_dir=self.data_dir)
+        except Exception:
+            return None
+        scale = 512 / max(photo.shape[1:])
+        if scale < 1:
+            photo = pictures.resize_image(photo, (round(photo.shape[1] * scale), round(photo.shape[2] * scale)))
+        return photo
+
+    def _contact_sheet(self) -> None:
+        """Rows = sources (photo or mask, target), columns = classes (best image with its IoU)."""
+        ok_rows = [row for row in self.complete.values() if row.get("status") == "ok"]
+        sources = sorted({r["source"] for r in ok_rows}, key=self.plan.source_order)
+        classes = sorted({int(r["class_id"]) for r in ok_rows}, key=self.plan.class_order)
+        by_pair = {(r["source"], int(r["class_id"])): r for r in ok_rows}
+        headers, cells = [], []
+        for source in sources:
+            target = load_target(self.plan.targets_dir, source)
+            photo = self._photo(source)
+            headers.append((photo if photo is not None else target.expand(3, -1, -1), target))
+            row_cells = []
+            for class_id in classes:
+                row = by_pair.get((source, class_id))
+                best = self.run_dir / row["output_dir"] / "best.png" if row else None
+                if best is None or not best.exists():
+                    row_cells.append(None)
+                    continue
+                image = pil_to_tensor(Image.open(best).convert("RGB")).float() / 255
+                row_cells.append((image, f"IoU {float(row['best_iou']):.2f}"))
+            cells.append(row_cells)
+        titles = [f"{c} {imagenet_name(c)}" for c in classes]
+        atomic_save_image(pictures.contact_sheet(headers, cells, titles), self.run_dir / "contact_sheet.png")

@@ -1,0 +1,116 @@
+"""Tiny frozen networks and data for fast CPU tests of the real code paths."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from silhouette_lightning.models.biggan import build_random_generator, save_generator, tiny_biggan_config
+from silhouette_lightning.models.frozen import freeze
+from silhouette_lightning.models.segmenters import SegmenterEnsemble
+
+warnings.filterwarnings("ignore", message=".*modules in eval mode.*")
+
+
+class ColorSegmenter(nn.Module):
+    """A tiny VOC-labelled segmenter: per-pixel classes from colour, so its maps move with the image."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 21, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.tanh(self.conv1(x)))  # [B, 21, H, W]
+
+
+def tiny_ensemble(size: int = 32, weights=(0.6, 0.4)) -> SegmenterEnsemble:
+    """Two colour segmenters, ensembled like the paper's pair."""
+    return freeze(SegmenterEnsemble([ColorSegmenter(0), ColorSegmenter(1)], list(weights), size))
+
+
+@pytest.fixture
+def tiny_generator():
+    return build_random_generator(tiny_biggan_config(), seed=0)
+
+
+@pytest.fixture
+def ensemble():
+    return tiny_ensemble()
+
+
+@pytest.fixture
+def generator_dir(tmp_path, tiny_generator) -> Path:
+    """A tiny BigGAN saved as config.json + pytorch_model.bin: loads through the real `--generator DIR` path."""
+    return save_generator(tiny_generator, tmp_path / "tiny-biggan")
+
+
+def draw_mask(path: Path, box: tuple[int, int, int, int], size: int = 48) -> Path:
+    """A white ellipse silhouette on black."""
+    from PIL import ImageDraw
+
+    img = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(img).ellipse(box, fill=255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def mask_folder(tmp_path) -> Path:
+    """Three dog silhouettes (an odd number, for sharding tests) in a folder-per-subject layout."""
+    root = tmp_path / "masks"
+    draw_mask(root / "dog" / "a.png", (8, 10, 40, 40))
+    draw_mask(root / "dog" / "b.png", (4, 4, 30, 44))
+    draw_mask(root / "dog" / "c.png", (16, 6, 44, 30))
+    return root
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch) -> Path:
+    """A TORCH_HOME holding a (randomly initialized) lraspp_mobilenet_v3_large VOC checkpoint under its
+    published file name: the real `--segmenters` loading path runs offline on it."""
+    from torchvision.models import get_model
+
+    from silhouette_lightning.models.segmenters import segmenter_weights_path
+
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    path, _ = segmenter_weights_path("lraspp_mobilenet_v3_large")
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=21)
+               .state_dict(), path)  # fmt: skip
+    return home
+
+
+@pytest.fixture
+def cli_args(tmp_path, generator_dir, torch_home, mask_folder):
+    """Flags for a complete tiny run through the real loaders (generator folder, torchvision checkpoint)."""
+
+    def args(*extra: str, name: str = "run", data: Path | None = None) -> list[str]:
+        return [
+            "--data", str(data or mask_folder), "--masks", "--classes", "1,goldfish,3", "--restarts", "2",
+            "--steps", "3", "--batch-size", "4", "--generator", str(generator_dir),
+            "--segmenters", "lraspp_mobilenet_v3_large:1", "--seg-size", "64", "--out", str(tmp_path / "out"),
+            "--name", name, "--accelerator", "cpu", "--frames", "3", *extra,
+        ]  # fmt: skip
+
+    return args
+
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
