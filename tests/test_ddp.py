@@ -1,0 +1,49 @@
+"""Many devices, one answer: 2 CPU processes (DDP over gloo) give the results of one process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _train(args: list[str], torch_home: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path):
+    # 3 sources x 2 classes ("goldfish" is class 1 again) x 2 restarts = 12 trajectories: chunks of 2 x 4
+    # leave a padded last chunk
+    one = _train(cli_args("--save-images", "best", "--devices", "1", name="one"), torch_home)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _train(cli_args("--save-images", "best", "--devices", "2", "--strategy", "ddp", name="two"), torch_home)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "Starting with 2 processes" in two.stdout + two.stderr, "the run did not use two processes"
+
+    rows_one = read_csv(tmp_path / "out" / "one" / "results.csv")
+    rows_two = read_csv(tmp_path / "out" / "two" / "results.csv")
+    assert len(rows_two) == 6 and len({(r["source"], r["class_id"]) for r in rows_two}) == 6  # none lost or repeated
+    for a, b in zip(rows_one, rows_two, strict=True):
+        assert (a["source"], a["class_id"], a["best_restart"], a["best_step"]) == (
+            b["source"], b["class_id"], b["best_restart"], b["best_step"])  # fmt: skip
+        assert float(a["best_iou"]) == pytest.approx(float(b["best_iou"]), abs=1e-5)
+        assert float(a["best_loss"]) == pytest.approx(float(b["best_loss"]), rel=1e-4)
+        za = torch.load(tmp_path / "out" / "one" / a["output_dir"] / "latent.pt", weights_only=True)["z"]
+        zb = torch.load(tmp_path / "out" / "two" / b["output_dir"] / "latent.pt", weights_only=True)["z"]
+        assert torch.allclose(za, zb, atol=1e-5)
+    # every trajectory recorded exactly once
+    from silhouette_lightning.results import records_dir
+
+    records = [
+        r for p in records_dir(tmp_path / "out" / "two").glob("part-*.pt") for r in torch.load(p, weights_only=True)
+    ]
+    identities = [(r["source"], r["class_id"], r["restart"]) for r in records]
+    assert len(identities) == len(set(identities)) == 12
