@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--loss", choices=LOSSES, help=f"silhouette loss on the subject channel (default {d.loss})")
     a("--frames", type=int, help=f"latents kept per trajectory for strips and animations (default {d.frames})")
     a("--save-images", choices=SAVE_IMAGES, help=f"pictures to write (default {d.save_images})")
+    a("--blend", choices=("soft", "poisson"), help=f"composite edges; poisson needs opencv (default {d.blend})")
     a("--image-every", type=int, help=f"TensorBoard image panel every N steps, 0 never (default {d.image_every})")
     a("--max-pixels", type=int, help=f"skip source images larger than this (default {d.max_pixels})")
     a("--out", help=f"output folder (default {d.out})")

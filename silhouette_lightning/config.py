@@ -40,6 +40,7 @@ class SwapConfig:
     loss: str = "mse"
     frames: int = 6  # latents kept per trajectory for the progress strip and animation
     save_images: str = "all"  # none | best (best image, masks, composite) | all (+ strip, animation)
+    blend: str = "soft"  # composites: soft-edged mask, or "poisson" (OpenCV seamlessClone, optional dependency)
     image_every: int = 5  # TensorBoard image panel every N steps (0: never)
     max_pixels: int = 50_000_000  # larger source images are skipped (decompression bombs)
     out: str = "runs"
@@ -55,7 +56,18 @@ class SwapConfig:
 
     # Settings that may change between a run and its resumption without changing any result.
     RUNTIME_ONLY = frozenset(
-        {"batch_size", "accelerator", "devices", "num_nodes", "strategy", "out", "name", "save_images", "image_every"}
+        {
+            "batch_size",
+            "accelerator",
+            "devices",
+            "num_nodes",
+            "strategy",
+            "out",
+            "name",
+            "save_images",
+            "image_every",
+            "blend",
+        }
     )
 
     @property
@@ -135,6 +147,13 @@ def validate(c: SwapConfig) -> None:
         problems.append(f"betas must be two numbers in [0, 1), got {list(c.betas)}")
     if c.batch_size != "auto" and not (isinstance(c.batch_size, int) and c.batch_size >= 1):
         problems.append(f"--batch-size must be a whole number >= 1 or 'auto', got {c.batch_size!r}")
+    if c.blend not in ("soft", "poisson"):
+        problems.append(f"--blend must be soft or poisson, got {c.blend!r}")
+    elif c.blend == "poisson":
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            problems.append("--blend poisson needs OpenCV: pip install opencv-python-headless")
     if c.image_every < 0:
         problems.append(f"--image-every must be >= 0, got {c.image_every}")
     if c.loss not in LOSSES:

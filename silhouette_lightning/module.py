@@ -91,6 +91,17 @@ class SilhouetteSwap(LightningModule):
         iou = silhouette_iou(self.subject_maps(logits.detach(), channels), targets)
         return loss.float(), iou
 
+    @torch.no_grad()
+    def render(self, z: Tensor, class_ids: Tensor, channels: Tensor) -> tuple[Tensor, Tensor]:
+        """Images `[N, 3, R, R]` in [0, 1] and subject maps `[N, S, S]` of latents `[N, Z]`, in float32 on the
+        CPU: what result pictures show (and what `regenerate` reproduces)."""
+        device = self.z.device
+        z, class_ids, channels = z.to(device).float(), class_ids.to(device), channels.to(device)
+        with torch.autocast(device.type, enabled=False):
+            images = self.generate(z, class_ids)  # [N, 3, R, R]
+            maps = self.subject_maps(self.ensemble(images), channels)  # [N, S, S]
+        return images.clamp(0, 1).cpu(), maps.float().cpu()
+
     def _start_chunk(self, batch: dict) -> None:
         """Re-seed `z` in place (same Parameter: DDP and the optimizer keep it) and reset all state."""
         chunk = self.z.shape[0]

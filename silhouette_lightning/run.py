@@ -19,6 +19,7 @@ from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
 from silhouette_lightning.sources import discover_sources
+from silhouette_lightning.tb_images import ImagePanels
 from silhouette_lightning.writer import ResultWriter
 
 # Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
@@ -116,13 +117,15 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
         seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
     )  # fmt: skip
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
-                          save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels)  # fmt: skip
+                          save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels,
+                          blend=config.blend)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[writer, *callbacks], **trainer_kwargs,
+        callbacks=[writer, ImagePanels(config.image_every, data_dir=Path(config.data), max_pixels=config.max_pixels),
+                   *callbacks], **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
     if trainer.is_global_zero:

@@ -6,6 +6,7 @@ its pictures and latent are (re)written if missing, so an interrupted run loses 
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from silhouette_lightning import pictures
 from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
+from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_save_image
 from silhouette_lightning.results import (
     CLASS_COLUMNS,
@@ -34,14 +36,29 @@ from silhouette_lightning.sources import load_rgb
 from silhouette_lightning.target_maps import load_target
 
 
+def source_picture(data_dir: Path | None, key: str, *, masks: bool, max_pixels: int, longest: int = 512):
+    """The source photo `[3, H, W]` (longest side at most `longest`) for composites and panels, or None
+    for mask sources (there is no photo to put the subject into) and unreadable files."""
+    if masks or data_dir is None:
+        return None
+    try:
+        photo = load_rgb(Path(data_dir) / key, max_pixels=max_pixels, data_dir=data_dir)
+    except SourceError:
+        return None
+    scale = longest / max(photo.shape[1:])
+    if scale < 1:
+        photo = pictures.resize_image(photo, (round(photo.shape[1] * scale), round(photo.shape[2] * scale)))
+    return photo
+
+
 class ResultWriter(Callback):
     """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
 
     def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
-                 data_dir: Path | None, max_pixels: int) -> None:  # fmt: skip
+                 data_dir: Path | None, max_pixels: int, blend: str = "soft") -> None:  # fmt: skip
         self.run_dir, self.plan = Path(run_dir), plan
         self.generator_spec, self.truncation, self.save_images = generator_spec, truncation, save_images
-        self.data_dir, self.max_pixels = data_dir, max_pixels
+        self.data_dir, self.max_pixels, self.blend = data_dir, max_pixels, blend
         self.records: dict = {}
         self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
 
@@ -61,6 +78,16 @@ class ResultWriter(Callback):
             for r in records:
                 self.records[(r["source"], r["class_id"], r["restart"])] = r
             self._update(pl_module, {(r["source"], r["class_id"]) for r in records})
+
+    @rank_zero_only
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Ctrl-C (or a crash): everything finished is already on disk; say so and how to go on."""
+        if self.plan is None:
+            return
+        self._write_tables()
+        done = len(self.complete)
+        print(f"\nstopped: {done} (source, class) result(s) are saved in {self.run_dir / 'results.csv'}; run the same "
+              "command again to resume where it stopped", file=sys.stderr, flush=True)  # fmt: skip
 
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
@@ -123,7 +150,9 @@ class ResultWriter(Callback):
             target = load_target(self.plan.targets_dir, best["source"])
             zs = best["frames"] if self.save_images == "all" else best["best_z"][None]
             zs = torch.cat([best["best_z"][None], zs]) if self.save_images == "all" else zs
-            images, masks = self._render(pl_module, zs, best["class_id"], best["subject"])
+            n = len(zs)
+            images, masks = pl_module.render(zs, torch.full((n,), best["class_id"]),
+                                             torch.full((n,), VOC_CLASSES.index(best["subject"])))  # fmt: skip
             atomic_save_image(pictures.to_pil(images[0]), out / "best.png")
             atomic_save_image(pictures.to_pil((masks[0] > 0.5).float()), out / "mask.png")
             atomic_save_image(pictures.to_pil(target), out / "target.png")
@@ -140,29 +169,8 @@ class ResultWriter(Callback):
                                       captions=captions)  # fmt: skip
         save_latent(latent_path, best, generator=self.generator_spec, truncation=self.truncation)
 
-    def _render(self, pl_module, zs, class_id: int, subject: str):
-        """Images `[N, 3, R, R]` and subject maps `[N, S, S]` of latents `[N, Z]` on the module's device."""
-        device = pl_module.z.device
-        zs = zs.to(device)
-        class_ids = torch.full((len(zs),), class_id, device=device)
-        channels = torch.full((len(zs),), VOC_CLASSES.index(subject), device=device)
-        with torch.autocast(device.type, enabled=False):
-            images = pl_module.generate(zs.float(), class_ids)  # [N, 3, R, R]
-            maps = pl_module.subject_maps(pl_module.ensemble(images), channels)  # [N, S, S]
-        return images.clamp(0, 1).cpu(), maps.float().cpu()
-
     def _photo(self, source_key: str):
-        """The source photo for composites, or None for mask sources (nothing to composite into)."""
-        if self.plan.masks or self.data_dir is None:
-            return None
-        try:
-            photo = load_rgb(Path(self.data_dir) / source_key, max_pixels=self.max_pixels, data_dir=self.data_dir)
-        except Exception:
-            return None
-        scale = 512 / max(photo.shape[1:])
-        if scale < 1:
-            photo = pictures.resize_image(photo, (round(photo.shape[1] * scale), round(photo.shape[2] * scale)))
-        return photo
+        return source_picture(self.data_dir, source_key, masks=self.plan.masks, max_pixels=self.max_pixels)
 
     def _contact_sheet(self) -> None:
         """Rows = sources (photo or mask, target), columns = classes (best image with its IoU)."""

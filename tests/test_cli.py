@@ -39,6 +39,7 @@ def test_end_to_end(cli_args, tmp_path, capsys):
     assert {"train/loss", "train/iou", "train/iou_best", "train/iou/dog"} <= tags
     # 2 chunks of 4 (+ padding) x 3 steps: one loss point per optimizer step
     assert len(events.Scalars("train/loss")) >= 3
+    assert events.Tags()["images"], "no TensorBoard image panels"
     assert "results.csv" in capsys.readouterr().err
 
 

@@ -1,0 +1,57 @@
+"""TensorBoard image panels while a run goes: source | target | current best | its mask | composite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_only
+
+from silhouette_lightning import pictures
+from silhouette_lightning.writer import source_picture
+
+
+class ImagePanels(Callback):
+    """Every `every` steps, one panel per (source, class) of the first `groups` in rank zero's rows."""
+
+    def __init__(self, every: int, *, data_dir: Path | None, max_pixels: int, groups: int = 4, size: int = 128):
+        self.every, self.data_dir, self.max_pixels, self.groups, self.size = every, data_dir, max_pixels, groups, size
+        self._photos: dict[str, torch.Tensor | None] = {}
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Log the panels when the step count is a multiple of `every` (and at each chunk's last step)."""
+        step = int(batch["step"])
+        if not self.every or trainer.logger is None or (step % self.every and step != pl_module.steps):
+            return
+        plan = trainer.datamodule.plan
+        rows = range(min(pl_module.batch_size, len(pl_module.chunk_index)))  # rank zero's rows
+        best_row: dict[int, int] = {}
+        for row in rows:
+            if pl_module.chunk_index[row] < 0:
+                continue
+            group = int(pl_module.group_ids[row])
+            if group not in best_row and len(best_row) == self.groups:
+                continue
+            if group not in best_row or pl_module.best_iou[row] > pl_module.best_iou[best_row[group]]:
+                best_row[group] = row
+        if not best_row:
+            return
+        chosen = torch.tensor(list(best_row.values()))
+        images, maps = pl_module.render(pl_module.best_z[chosen], pl_module.class_ids[chosen],
+                                        pl_module.channels[chosen])  # fmt: skip
+        for i, row in enumerate(chosen.tolist()):
+            trajectory = plan.trajectories[int(pl_module.chunk_index[row])]
+            target = pl_module.targets[row].float().cpu()
+            photo = self._photo(trajectory.source_key, plan.masks)
+            background = photo if photo is not None else target.expand(3, -1, -1)
+            composite = pictures.composite(background, images[i], maps[i])
+            panel = pictures.tensorboard_panel(background, target, images[i], maps[i], composite, size=self.size)
+            tag = f"swaps/{trajectory.source_key}/{trajectory.class_id}"
+            trainer.logger.experiment.add_image(tag, panel, trainer.global_step)
+
+    def _photo(self, key: str, masks: bool):
+        if key not in self._photos:
+            self._photos[key] = source_picture(self.data_dir, key, masks=masks, max_pixels=self.max_pixels)
+        return self._photos[key]
