@@ -47,3 +47,35 @@ def test_two_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path):
     ]
     identities = [(r["source"], r["class_id"], r["restart"]) for r in records]
     assert len(identities) == len(set(identities)) == 12
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_nothing_finished(cli_args, torch_home, tmp_path):
+    """A run killed with SIGKILL mid-way, started again, ends with the table of an uninterrupted run."""
+    import signal
+    import time
+
+    from silhouette_lightning.results import records_dir
+
+    def args(name):
+        a = cli_args("--save-images", "none", "--image-every", "0", name=name)
+        a[a.index("--batch-size") + 1] = "1"  # 12 chunks: plenty of points to be killed at
+        a[a.index("--steps") + 1] = "12"
+        return a
+
+    whole = _train(args("whole"), torch_home)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    env = os.environ | {"TORCH_HOME": str(torch_home)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args("killed")], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    parts = records_dir(tmp_path / "out" / "killed")
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("part-*.pt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(parts.glob("part-*.pt")))
+    assert 1 <= finished < 12, f"the kill should land mid-run ({finished} of 12 chunks written)"
+    resumed = _train(args("killed"), torch_home)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_csv(tmp_path / "out" / "killed" / "results.csv") == read_csv(tmp_path / "out" / "whole" / "results.csv")
