@@ -23,8 +23,20 @@ def step_fits(generator, ensemble, batch: int, device: torch.device, *, truncati
         torch.cuda.empty_cache()
 
 
+def largest_fitting(fits, limit: int = 1024) -> int:
+    """The largest power of two up to `limit` for which `fits(batch)` holds (1 if none does).
+
+    Powers of two, not the exact edge: every rank of a DDP run probes on its own, and identical GPUs must
+    agree on the chunk size even when free memory differs by a few megabytes.
+    """
+    batch = 1
+    while batch * 2 <= limit and fits(batch * 2):
+        batch *= 2
+    return batch
+
+
 def auto_batch_size(generator, ensemble, config, *, log=print, limit: int = 1024) -> int:
-    """Double the batch until a step no longer fits, keep the last that did (with a 10% margin)."""
+    """`--batch-size auto`: probe on the GPU (or the CPU default without one)."""
     if not torch.cuda.is_available() or config.accelerator == "cpu":
         log(f"--batch-size auto: no GPU, using {CPU_BATCH}")
         return CPU_BATCH
@@ -32,10 +44,8 @@ def auto_batch_size(generator, ensemble, config, *, log=print, limit: int = 1024
     generator.to(device)
     ensemble.to(device)
     dtype = torch.bfloat16 if "bf16" in str(config.precision) else None
-    batch = 1
-    while batch * 2 <= limit and step_fits(generator, ensemble, batch * 2, device, truncation=config.truncation,
-                                           dtype=dtype):  # fmt: skip
-        batch *= 2
-    chosen = max(1, int(batch * 0.9)) if batch > 8 else batch
+    chosen = largest_fitting(
+        lambda b: step_fits(generator, ensemble, b, device, truncation=config.truncation, dtype=dtype), limit
+    )
     log(f"--batch-size auto: {chosen} trajectories per device")
     return chosen
