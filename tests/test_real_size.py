@@ -2,8 +2,8 @@
 paths that tiny models cannot show."""
 
 import pytest
-
 from conftest import draw_mask, read_csv
+
 from silhouette_lightning.config import build_config
 from silhouette_lightning.models.biggan import build_random_generator
 from silhouette_lightning.models.segmenters import load_ensemble
