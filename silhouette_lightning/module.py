@@ -145,12 +145,12 @@ class SilhouetteSwap(LightningModule):
             optimizer = self.optimizers()
             optimizer.zero_grad()
             self.manual_backward(torch.where(live, loss, 0.0).sum() * world)
-            with torch.no_grad():
-                frozen_rows = ~self.alive  # stopped or padding: restore after the step, whatever Adam does
-                kept = self.z[frozen_rows].clone()
-                self.z.grad[frozen_rows] = 0
+            with torch.no_grad():  # stopped or padding rows: restored after the step, whatever Adam does
+                frozen = (~self.alive)[:, None]  # [G, 1]; masks instead of indexing: no GPU sync
+                kept = self.z.detach().clone()
+                self.z.grad.masked_fill_(frozen, 0.0)
                 optimizer.step()
-                self.z[frozen_rows] = kept
+                self.z.copy_(torch.where(frozen, kept, self.z))
 
         rows_live = self.valid & self.alive
         if rows_live.any():
