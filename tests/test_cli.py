@@ -90,7 +90,7 @@ def test_results_do_not_depend_on_batch_size_or_other_sources(cli_args, mask_fol
     assert [r for r in b4 if r["source"] == "dog/b.png"] == only
 
 
-def test_resume_after_interrupt_gives_the_same_table(cli_args, tmp_path, monkeypatch):
+def test_resume_after_interrupt_gives_the_same_table(cli_args, tmp_path, monkeypatch, capsys):
     assert main(cli_args("--save-images", "none", name="whole")) == 0
     whole = read_csv(tmp_path / "out" / "whole" / "results.csv")
 
@@ -109,6 +109,7 @@ def test_resume_after_interrupt_gives_the_same_table(cli_args, tmp_path, monkeyp
     monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", interrupt_after_first_chunk)
     with pytest.raises(SystemExit):
         main(cli_args("--save-images", "none", name="resumed"))
+    assert "run the same command again to resume" in capsys.readouterr().err
     partial = read_csv(tmp_path / "out" / "resumed" / "results.csv")
     assert 0 < len(partial) < len(whole)
     monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", original)
