@@ -18,7 +18,7 @@ from silhouette_lightning.files import atomic_write_text
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
-from silhouette_lightning.sources import discover_sources
+from silhouette_lightning.sources import IMAGE_SUFFIXES, discover_sources
 from silhouette_lightning.tb_images import ImagePanels
 from silhouette_lightning.writer import ResultWriter
 
@@ -90,7 +90,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     if not config.data:
         raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
     sources = discover_sources(Path(config.data), subject=config.subject)
-    if config.masks and any(s.subject is None for s in sources):
+    if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
         raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named by "
                          "subject (DIR/dog/*.png)")  # fmt: skip
     if generator is None:
