@@ -104,6 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pictures", action="store_true", help="also time one (source, class) group's pictures")
     p.add_argument("--peak-tflops", type=float, default=PEAKS["bf16"], help="the card's peak, TFLOP/s")
     p.add_argument("--peak-note", default=DEFAULT_PEAK_NOTE, help="what --peak-tflops is (printed)")
+    p.add_argument("--profile", action="store_true", help="also profile one step of each row: top kernels, GPU busy")
     p.add_argument("--json", type=Path, help="write all results here")
     args = p.parse_args(argv)
     try:
@@ -328,6 +329,10 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
                             count_with=(gen_f, ens_s), flops_cache=flops_cache,
                         )  # fmt: skip
                         fill(row, flops, times, mem, args.peak_tflops)
+                        if args.profile:
+                            results.setdefault("profiles", []).append(
+                                {"row": format_row(row), **profile_step(gen_run, ens_run, batch, precision, args, log)}
+                            )
                         ref = results["reference"].get(str(size))
                         if ref:
                             row.ratio_vs_reference = row.latent_steps_per_s / ref["latent_steps_per_s"]
@@ -346,6 +351,50 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
         results["pictures"] = time_pictures(base_gen, base_ens, args)
         log(f"pictures of one (source, class) group: {results['pictures']}")
     return results
+
+
+CONV_KERNEL_HINTS = ("conv", "xmma", "cudnn", "implicit", "dgrad", "wgrad", "fprop", "cutlass", "gemm", "sm90_", "nhwc")
+
+
+def profile_step(
+    generator: nn.Module, ensemble: SegmenterEnsemble, batch: int, precision: str, args: argparse.Namespace,
+    log: Callable[[str], None] = print,
+) -> dict:  # fmt: skip
+    """Profile one (warm) step: GPU time in convolution/matmul kernels vs the rest, and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = next(generator.parameters()).device
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    inputs = make_inputs(batch, generator.config.num_classes, ensemble.size, device)
+    module = make_module(generator, ensemble, batch, args)
+    optimizer = module.configure_optimizers()
+    step = lambda: latent_step(module, optimizer, inputs, autocast)  # noqa: E731
+    time_steps(step, device, 2, 1)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    averages = prof.key_averages()
+    kernels = [e for e in averages if getattr(e, "device_type", None) is not None and "CUDA" in str(e.device_type)]
+    busy = {"conv_or_matmul_ms": 0.0, "other_ms": 0.0}
+    for e in kernels:
+        kind = "conv_or_matmul_ms" if any(h in e.key.lower() for h in CONV_KERNEL_HINTS) else "other_ms"
+        busy[kind] += e.self_device_time_total / 1e3
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:15]
+    summary = {
+        "wall_ms_profiled": wall_ms,
+        **busy,
+        "kernels": sum(e.count for e in kernels),
+        "top": [{"kernel": e.key[:120], "ms": e.self_device_time_total / 1e3, "count": e.count} for e in top],
+    }
+    log(f"profile {precision} b{batch} s{ensemble.size}: wall {wall_ms:.1f} ms, conv/matmul "
+        f"{busy['conv_or_matmul_ms']:.1f} ms, other {busy['other_ms']:.1f} ms, {summary['kernels']} kernels")  # fmt: skip
+    for t in summary["top"]:
+        log(f"  {t['ms']:8.2f} ms {t['count']:5d}x  {t['kernel']}")
+    return summary
 
 
 def time_pictures(generator: nn.Module, ensemble: SegmenterEnsemble, args: argparse.Namespace) -> dict:
