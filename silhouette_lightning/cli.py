@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-nodes", type=int, help=f"machines (default {d.num_nodes})")
     g.add_argument("--strategy", help=f"auto, ddp, ... (default {d.strategy})")
     g.add_argument("--precision", help=f"32-true, bf16-mixed, 16-mixed (default {d.precision})")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the segmenters: about 40%% more steps/s on a GPU after 1-2 minutes of compiling",
+    )
     p.set_defaults(**{k: None for k in ("masks",)})
     return p
 

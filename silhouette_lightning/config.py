@@ -51,6 +51,7 @@ class SwapConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    compile: bool = False  # torch.compile the segmenters for the training steps (GPU: +40% steps/s, slow start)
     pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
 

@@ -48,6 +48,7 @@ class SilhouetteSwap(LightningModule):
         ensemble_mode: str = "probs",
         frames: int = 6,
         hparams: dict | None = None,
+        compile_ensemble: bool = False,
     ) -> None:
         super().__init__()
         if hparams:
@@ -63,6 +64,9 @@ class SilhouetteSwap(LightningModule):
         self.iou_metric = MeanIoU()
         self.finished_chunk: dict | None = None
         self.z = nn.Parameter(torch.zeros(batch_size, self.z_dim))  # resized to the global chunk in setup
+        # torch.compile of the ensemble for the training steps only (one shape: chunks are padded); pictures
+        # and target maps use the plain module. Not a registered submodule: it shares the ensemble's weights.
+        object.__setattr__(self, "_segment", torch.compile(ensemble, dynamic=False) if compile_ensemble else ensemble)
 
     def setup(self, stage: str) -> None:
         """Size the chunk to batch x world size (known only now); DDP wraps the module after this."""
@@ -85,7 +89,7 @@ class SilhouetteSwap(LightningModule):
 
     def score(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """(loss [B], IoU [B]) of latents `z` [B, Z] against target maps `[B, S, S]`."""
-        logits = self.ensemble(self.generate(z, class_ids))  # [M, B, C, S, S]
+        logits = self._segment(self.generate(z, class_ids))  # [M, B, C, S, S]
         weights = self.ensemble.weights
         loss = trajectory_loss(logits, weights, targets, channels, loss=self.loss_name, mode=self.ensemble_mode)
         iou = silhouette_iou(self.subject_maps(logits.detach(), channels), targets)

@@ -109,7 +109,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     module = SilhouetteSwap(
         generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
         truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
-        hparams=config.to_dict(),
+        hparams=config.to_dict(), compile_ensemble=config.compile,
     )  # fmt: skip
     data = SwapData(
         sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,

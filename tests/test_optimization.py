@@ -93,3 +93,20 @@ def test_frame_steps_cover_first_and_last():
     assert frame_steps(25, 6) == [0, 5, 10, 15, 20, 25]
     assert frame_steps(3, 6) == [0, 1, 2, 3]
     assert frame_steps(25, 1) == [25]
+
+
+@pytest.mark.slow
+def test_compiled_ensemble_gives_the_same_search(tmp_path, cli_args):
+    """--compile (torch.compile of the segmenters) runs on the CPU too and finds the same results."""
+    from conftest import read_csv
+
+    from silhouette_lightning.cli import main
+
+    assert main(cli_args("--save-images", "none", name="plain")) == 0
+    assert main(cli_args("--save-images", "none", "--compile", name="compiled")) == 0
+    plain = read_csv(tmp_path / "out" / "plain" / "results.csv")
+    compiled = read_csv(tmp_path / "out" / "compiled" / "results.csv")
+    for a, b in zip(plain, compiled, strict=True):
+        assert (a["source"], a["class_id"], a["best_restart"], a["best_step"]) == (
+            b["source"], b["class_id"], b["best_restart"], b["best_step"])  # fmt: skip
+        assert float(a["best_loss"]) == pytest.approx(float(b["best_loss"]), rel=1e-3)

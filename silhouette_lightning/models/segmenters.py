@@ -22,7 +22,7 @@ from torchvision.models import get_model, get_model_weights, list_models
 
 from silhouette_lightning.errors import UsageError, WeightsError
 from silhouette_lightning.models.fetch import DownloadError, download_file
-from silhouette_lightning.models.frozen import freeze
+from silhouette_lightning.models.frozen import fold_batch_norms, freeze
 
 VOC_CATEGORIES: tuple[str, ...] = tuple(
     torchvision.models.segmentation.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"]
@@ -153,9 +153,10 @@ def parse_ensemble_spec(spec: str) -> list[tuple[str, float]]:
 
 
 def load_ensemble(spec: str, *, size: int, pretrained: bool = True) -> SegmenterEnsemble:
-    """Load the segmenters of `spec` (see `parse_ensemble_spec`) as a frozen ensemble with input size `size`."""
+    """Load the segmenters of `spec` (see `parse_ensemble_spec`) as a frozen ensemble with input size `size`,
+    batch norms folded into their convolutions (faster, same maps up to float rounding)."""
     items = parse_ensemble_spec(spec)
-    members = [load_segmenter(name, pretrained=pretrained) for name, _ in items]
+    members = [fold_batch_norms(load_segmenter(name, pretrained=pretrained)) for name, _ in items]
     return SegmenterEnsemble(members, [weight for _, weight in items], size)
 
 
