@@ -52,10 +52,15 @@ class ChunkSteps(Dataset):
         rows = rows + [-1] * (self.chunk - len(rows))  # padding rows: never scored, never written
         trajs = [self.trajectories[r] if r >= 0 else None for r in rows]
         groups: dict[tuple[str, int], int] = {}
-        size = load_target(self.targets_dir, next(t for t in trajs if t).source_key).shape
-        targets = [
-            load_target(self.targets_dir, t.source_key) if t else torch.zeros(size) for t in trajs[self.rank_rows]
-        ]
+        loaded: dict[str, torch.Tensor] = {}  # a source's map serves all its classes and restarts: read it once
+
+        def target(key: str) -> torch.Tensor:
+            if key not in loaded:
+                loaded[key] = load_target(self.targets_dir, key)
+            return loaded[key]
+
+        first = target(next(t for t in trajs if t).source_key)
+        targets = [target(t.source_key) if t else torch.zeros_like(first) for t in trajs[self.rank_rows]]
         return {
             "chunk": chunk,
             "step": 0,
