@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -61,6 +62,8 @@ class ResultWriter(Callback):
         self.data_dir, self.max_pixels, self.blend = data_dir, max_pixels, blend
         self.records: dict = {}
         self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silhouette-writer")
+        self._pending: list[Future] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
         """Read back earlier records; finish groups whose outputs a crash left unwritten."""
@@ -84,6 +87,7 @@ class ResultWriter(Callback):
         """Ctrl-C (or a crash): everything finished is already on disk; say so and how to go on."""
         if self.plan is None:
             return
+        self._drain()
         self._write_tables()
         done = len(self.complete)
         print(f"\nstopped: {done} (source, class) result(s) are saved in {self.run_dir / 'results.csv'}; run the same "
@@ -92,6 +96,7 @@ class ResultWriter(Callback):
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
         """The contact sheet of the whole run."""
+        self._drain()
         self._write_tables()
         if self.save_images != "none" and self.complete:
             self._contact_sheet()
@@ -140,34 +145,56 @@ class ResultWriter(Callback):
 
     @torch.no_grad()
     def _write_group(self, pl_module, records: list[dict]) -> None:
-        """Best image, masks, composite, strip, animation and latent of one (source, class)."""
+        """Best image, masks, composite, strip, animation and latent of one (source, class).
+
+        Rendering runs here (on the module's device); encoding and writing the files runs on a background
+        thread so the optimization goes on meanwhile. The latent is written last: its presence marks the
+        group's outputs complete (resuming re-writes groups without it).
+        """
         best = best_record([r for r in records if r["best_iou"] >= 0])
         out = group_dir(self.run_dir, best["source"], best["class_id"])
-        latent_path = out / "latent.pt"
-        if latent_path.exists():
+        if (out / "latent.pt").exists():
             return
+        rendered = None
         if self.save_images != "none":
-            target = load_target(self.plan.targets_dir, best["source"])
-            zs = best["frames"] if self.save_images == "all" else best["best_z"][None]
-            zs = torch.cat([best["best_z"][None], zs]) if self.save_images == "all" else zs
+            zs = best["best_z"][None]
+            if self.save_images == "all":
+                zs = torch.cat([zs, best["frames"]])
             n = len(zs)
-            images, masks = pl_module.render(zs, torch.full((n,), best["class_id"]),
-                                             torch.full((n,), VOC_CLASSES.index(best["subject"])))  # fmt: skip
+            rendered = pl_module.render(zs, torch.full((n,), best["class_id"]),
+                                        torch.full((n,), VOC_CLASSES.index(best["subject"])))  # fmt: skip
+        self._pending.append(self._pool.submit(self._save_group, out, best, rendered))
+        for future in [f for f in self._pending if f.done()]:  # surface write errors early, forget finished work
+            self._pending.remove(future)
+            future.result()
+        if len(self._pending) > 64:  # the writer fell behind: wait rather than hold ever more pictures
+            self._pending.pop(0).result()
+
+    def _save_group(self, out: Path, best: dict, rendered) -> None:
+        """Encode and write one group's files (background thread), the latent last."""
+        if rendered is not None:
+            images, masks = rendered
+            target = load_target(self.plan.targets_dir, best["source"])
             atomic_save_image(pictures.to_pil(images[0]), out / "best.png")
             atomic_save_image(pictures.to_pil((masks[0] > 0.5).float()), out / "mask.png")
             atomic_save_image(pictures.to_pil(target), out / "target.png")
             photo = self._photo(best["source"])
             if photo is not None:
-                atomic_save_image(
-                    pictures.to_pil(pictures.composite(photo, images[0], masks[0])), out / "composite.png"
-                )
+                mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson")
+                atomic_save_image(pictures.to_pil(mixed), out / "composite.png")
             if self.save_images == "all":
                 captions = [f"step {s}" for s in best["frame_steps"]]
                 atomic_save_image(pictures.strip(list(images[1:]), list(masks[1:]), captions, target=target),
                                   out / "strip.png")  # fmt: skip
                 pictures.progress_gif(list(images[1:]), list(masks[1:]), target, out / "progress.gif",
                                       captions=captions)  # fmt: skip
-        save_latent(latent_path, best, generator=self.generator_spec, truncation=self.truncation)
+        save_latent(out / "latent.pt", best, generator=self.generator_spec, truncation=self.truncation)
+
+    def _drain(self) -> None:
+        """Wait for every background write; re-raise the first failure."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def _photo(self, source_key: str):
         return source_picture(self.data_dir, source_key, masks=self.plan.masks, max_pixels=self.max_pixels)

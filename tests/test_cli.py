@@ -123,3 +123,14 @@ def test_resume_refuses_other_settings(cli_args, capsys):
     args[args.index("--steps") + 1] = "4"
     assert main(args) == 2
     assert "--name" in capsys.readouterr().err
+
+
+def test_poisson_blend_without_opencv_says_what_to_install(cli_args, capsys):
+    try:
+        import cv2  # noqa: F401
+
+        pytest.skip("OpenCV is installed here")
+    except ImportError:
+        pass
+    assert main(cli_args("--blend", "poisson")) == 2
+    assert "opencv-python-headless" in capsys.readouterr().err
