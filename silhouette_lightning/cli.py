@@ -26,7 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Swap the subject of each source photo (or silhouette mask) for BigGAN images of chosen "
         "ImageNet classes that fit the same silhouette. Results: OUT/NAME/results.csv, swaps/, TensorBoard.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        argument_default=None,
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")
@@ -66,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch.compile the segmenters: about 40%% more steps/s on a GPU after 1-2 minutes of compiling",
     )
-    p.set_defaults(**{k: None for k in ("masks",)})
     return p
 
 
