@@ -34,29 +34,33 @@ def eprint(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def class_chooser(config: SwapConfig, num_classes: int):
+def class_chooser(config: SwapConfig):
     """`subject -> class ids`: the --classes list for every subject, else the subject's defaults.
 
-    Every name is resolved now, before any work, so that a typo fails at once with suggestions.
+    Every name is resolved now, before any work (even before the weights load), so that a typo fails at once
+    with suggestions. `classes_for.all_ids` lists every id the run may ask the generator for.
     """
     items = config.classes
     explicit = None
     if items:
         explicit = resolve_imagenet_classes(parse_class_list(items) if isinstance(items, str) else list(items))
-    defaults = {}
-    for subject, names in config.default_classes.items():
-        defaults[resolve_voc_class(subject)] = resolve_imagenet_classes(names)
-    for ids in [explicit] if explicit else defaults.values():
-        too_big = [i for i in ids if i >= num_classes]
-        if too_big:
-            raise UsageError(f"class ids {too_big} are beyond this generator's {num_classes} classes; pass --classes")
+    defaults = {resolve_voc_class(subject): resolve_imagenet_classes(names)
+                for subject, names in config.default_classes.items()}  # fmt: skip
 
     def classes_for(subject: str) -> list[int]:
         if explicit:
             return explicit
         return defaults.get(resolve_voc_class(subject)) or []
 
+    classes_for.all_ids = sorted(set(explicit or [i for ids in defaults.values() for i in ids]))
     return classes_for
+
+
+def check_class_range(class_ids: list[int], num_classes: int) -> None:
+    """Class ids must exist in the loaded generator (a custom `--generator DIR` may have fewer than 1000)."""
+    too_big = [i for i in class_ids if i >= num_classes]
+    if too_big:
+        raise UsageError(f"class ids {too_big} are beyond this generator's {num_classes} classes; pass --classes")
 
 
 def prepare_run_dir(config: SwapConfig) -> Path:
@@ -93,9 +97,10 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
         raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named by "
                          "subject (DIR/dog/*.png)")  # fmt: skip
+    classes_for = class_chooser(config)
     if generator is None:
         generator = load_generator(config.generator)
-    classes_for = class_chooser(config, generator.config.num_classes)
+    check_class_range(classes_for.all_ids, generator.config.num_classes)
     if ensemble is None:
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
     run_dir = prepare_run_dir(config)

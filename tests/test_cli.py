@@ -134,3 +134,17 @@ def test_poisson_blend_without_opencv_says_what_to_install(cli_args, capsys):
         pass
     assert main(cli_args("--blend", "poisson")) == 2
     assert "opencv-python-headless" in capsys.readouterr().err
+
+
+def test_class_typo_fails_before_any_weights_load(cli_args, monkeypatch, capsys):
+    """A misspelled class must not wait for (or trigger) a weights download."""
+    from silhouette_lightning import run as run_module
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights were loaded before the class names were checked")
+
+    monkeypatch.setattr(run_module, "load_generator", no_load)
+    args = cli_args()
+    args[args.index("1,goldfish,3")] = "golden retrevier"
+    assert main(args) == 2
+    assert "golden retriever" in capsys.readouterr().err
