@@ -13,7 +13,6 @@ from PIL import Image, ImageFont
 from PIL._util import DeferredError
 from scipy import ndimage
 
-from silhouette_lightning import pictures
 from silhouette_lightning.pictures import (
     CAPTION_HEIGHT,
     GAP,
@@ -27,6 +26,7 @@ from silhouette_lightning.pictures import (
     tensorboard_panel,
     to_pil,
 )
+from silhouette_lightning.pictures import text as picture_text
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = ["dog/dog_sitting.png", "dog/dog_standing.png", "cat/cat_sitting.png", "bird/bird_perched.png"]
@@ -141,9 +141,9 @@ def test_label_adds_a_readable_bar(monkeypatch: pytest.MonkeyPatch, freetype: bo
     if not freetype:
         # As on a Pillow without FreeType: load_default() falls back to the embedded bitmap font.
         monkeypatch.setattr(ImageFont, "core", DeferredError(ImportError("no FreeType")))
-    pictures._font.cache_clear()
+    picture_text._font.cache_clear()
     try:
-        assert isinstance(pictures._font(), ImageFont.FreeTypeFont) == freetype
+        assert isinstance(picture_text._font(), ImageFont.FreeTypeFont) == freetype
         img = Image.new("RGB", (64, 40), (0, 0, 0))
         below = label(img, "IoU 0.83")
         assert below.size == (64, 40 + CAPTION_HEIGHT)
@@ -154,7 +154,7 @@ def test_label_adds_a_readable_bar(monkeypatch: pytest.MonkeyPatch, freetype: bo
         inside = label(img, "a caption far too long to fit in sixty-four pixels", position="inside")
         assert inside.size == img.size and _bright_pixels(inside, (0, 40 - CAPTION_HEIGHT, 64, 40)) > 10
     finally:
-        pictures._font.cache_clear()
+        picture_text._font.cache_clear()
     with pytest.raises(ValueError, match="position"):
         label(img, "x", position="left")
 
@@ -215,7 +215,7 @@ def test_contact_sheet_size_formula_and_cells() -> None:
         return GAP + col * (cell + GAP) + cell // 2, CAPTION_HEIGHT + GAP + row * (cell + GAP) + 4
 
     assert img.getpixel(center(0, 2)) == (255, 0, 0)  # best image, first class
-    assert img.getpixel(center(0, 3)) == pictures._EMPTY  # None: empty gray cell
+    assert img.getpixel(center(0, 3)) == picture_text._EMPTY  # None: empty gray cell
     assert img.getpixel(center(0, 1)) == (255, 255, 255)  # target mask
     assert img.getpixel(center(1, 1)) == (0, 0, 0)
     with pytest.raises(ValueError, match="columns"):
