@@ -13,6 +13,8 @@ the others.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -128,6 +130,8 @@ class SilhouetteSwap(LightningModule):
         self.best_step = torch.zeros(chunk, dtype=torch.long, device=device)
         self.frames = torch.zeros(chunk, len(self.frame_steps), self.z_dim, device=device)
         self.iou_history = torch.zeros(self.steps + 1, chunk, device=device)  # IoU of every step, for curves
+        self.loss_history = torch.zeros(self.steps + 1, chunk, device=device)  # loss of every step
+        self.chunk_started = time.perf_counter()
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         """One Adam step for every trajectory of the chunk (the last step only scores)."""
@@ -176,6 +180,7 @@ class SilhouetteSwap(LightningModule):
     def _track(self, step: int, loss: Tensor, iou: Tensor, finite: Tensor) -> None:
         """Best-so-far per trajectory (highest IoU, ties to lower loss); stop non-finite trajectories."""
         self.iou_history[step] = iou
+        self.loss_history[step] = loss
         newly_dead = self.alive & ~finite
         self.stopped_at[newly_dead] = step
         self.alive &= finite
@@ -209,7 +214,7 @@ class SilhouetteSwap(LightningModule):
     def _chunk_results(self) -> dict:
         """Per-trajectory results of the finished chunk, on the CPU, padding rows dropped."""
         keep = self.valid
-        return {
+        results = {
             "index": self.chunk_index[keep].cpu(),
             "best_z": self.best_z[keep].cpu(),
             "best_iou": self.best_iou[keep].cpu(),
@@ -219,4 +224,9 @@ class SilhouetteSwap(LightningModule):
             "frames": self.frames[keep].cpu(),
             "frame_steps": list(self.frame_steps),
             "iou_history": self.iou_history[:, keep].T.cpu(),  # [N, steps + 1]
+            "loss_history": self.loss_history[:, keep].T.cpu(),  # [N, steps + 1]
         }
+        # Measured after the copies above (they wait for the device). The rows share the chunk's steps, so each
+        # trajectory costs the chunk's wall time divided by its real (non-padding) rows.
+        seconds = (time.perf_counter() - self.chunk_started) / max(len(results["index"]), 1)
+        return results | {"seconds": seconds}

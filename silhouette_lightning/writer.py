@@ -112,6 +112,8 @@ class ResultWriter(Callback):
                 "best_loss": float(finished["best_loss"][i]), "best_step": int(finished["best_step"][i]),
                 "stopped_at": int(finished["stopped_at"][i]), "best_z": finished["best_z"][i].clone(),
                 "frames": finished["frames"][i].clone(), "frame_steps": finished["frame_steps"],
+                "iou_history": finished["iou_history"][i].float().clone(),
+                "loss_history": finished["loss_history"][i].float().clone(), "seconds": float(finished["seconds"]),
             })  # fmt: skip
         return records
 
