@@ -77,7 +77,15 @@ def config_from_args(argv: list[str] | None = None) -> SwapConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the tool; exit code 0 done, 2 bad input or settings (with a one-line reason, no traceback)."""
+    """Run the tool; exit code 0 done, 2 bad input or settings (with a one-line reason, no traceback).
+
+    `train.py benchmark ...` (first word) runs the benchmark subcommand (benchmark.py) instead.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["benchmark"]:
+        from silhouette_lightning.benchmark import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     try:
         config = config_from_args(argv)
         from silhouette_lightning.run import run

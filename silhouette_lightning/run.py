@@ -86,17 +86,21 @@ def prepare_run_dir(config: SwapConfig) -> Path:
     return run_dir
 
 
-def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, **trainer_kwargs) -> Path:
+def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, data=None,
+        **trainer_kwargs) -> Path:  # fmt: skip
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
+    `data`: builds the data module instead of the sources of `--data` (the recovery benchmark generates its
+    sources): called as `data(generator=, ensemble=, run_dir=, classes_for=, log=)`.
     """
-    if not config.data:
-        raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
-    sources = discover_sources(Path(config.data), subject=config.subject)
-    if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
-        raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named by "
-                         "subject (DIR/dog/*.png)")  # fmt: skip
+    if data is None:
+        if not config.data:
+            raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
+        sources = discover_sources(Path(config.data), subject=config.subject)
+        if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
+            raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
+                             "by subject (DIR/dog/*.png)")  # fmt: skip
     classes_for = class_chooser(config)
     if generator is None:
         generator = load_generator(config.generator)
@@ -104,7 +108,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     if ensemble is None:
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
     run_dir = prepare_run_dir(config)
-    log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
+    if data is None:
+        log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
 
     batch_size = config.batch_size
     if batch_size == "auto":
@@ -116,23 +121,27 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
         truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
         hparams=config.to_dict(), compile_ensemble=config.compile,
     )  # fmt: skip
-    data = SwapData(
-        sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
-        seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
-        seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
-    )  # fmt: skip
+    if data is None:
+        datamodule = SwapData(
+            sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
+            seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
+            seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
+        )  # fmt: skip
+    else:
+        datamodule = data(generator=generator, ensemble=ensemble, run_dir=run_dir, classes_for=classes_for, log=log)
+    data_dir = datamodule.data_dir
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
-                          save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels,
+                          save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
                           blend=config.blend)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[writer, ImagePanels(config.image_every, data_dir=Path(config.data), max_pixels=config.max_pixels),
+        callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels),
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=datamodule)
     if trainer.is_global_zero:
         log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'})")
     return run_dir
