@@ -18,6 +18,13 @@ def _devices(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def _thresholds(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected IoU levels like 0.5,0.75,0.9, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags; each defaults to None so that only what the user typed overrides the config file."""
     d = SwapConfig()
@@ -49,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--frames", type=int, help=f"latents kept per trajectory for strips and animations (default {d.frames})")
     a("--save-images", choices=SAVE_IMAGES, help=f"pictures to write (default {d.save_images})")
     a("--blend", choices=("soft", "poisson"), help=f"composite edges; poisson needs opencv (default {d.blend})")
+    a("--thresholds", type=_thresholds, help="IoU levels for success rates and steps-to-reach in convergence.csv "
+      f"(default {','.join(f'{t:g}' for t in d.thresholds)})")  # fmt: skip
     a("--image-every", type=int, help=f"TensorBoard image panel every N steps, 0 never (default {d.image_every})")
     a("--max-pixels", type=int, help=f"skip source images larger than this (default {d.max_pixels})")
     a("--out", help=f"output folder (default {d.out})")

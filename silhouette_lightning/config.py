@@ -41,6 +41,7 @@ class SwapConfig:
     frames: int = 6  # latents kept per trajectory for the progress strip and animation
     save_images: str = "all"  # none | best (best image, masks, composite) | all (+ strip, animation)
     blend: str = "soft"  # composites: soft-edged mask, or "poisson" (OpenCV seamlessClone, optional dependency)
+    thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])  # IoU levels of convergence.csv
     image_every: int = 5  # TensorBoard image panel every N steps (0: never)
     max_pixels: int = 50_000_000  # larger source images are skipped (decompression bombs)
     out: str = "runs"
@@ -68,6 +69,7 @@ class SwapConfig:
             "save_images",
             "image_every",
             "blend",
+            "thresholds",  # convergence.csv is recomputed from all records at the end of every run
         }
     )
 
@@ -155,6 +157,10 @@ def validate(c: SwapConfig) -> None:
             import cv2  # noqa: F401
         except ImportError:
             problems.append("--blend poisson needs OpenCV: pip install opencv-python-headless")
+    t = c.thresholds
+    if not (isinstance(t, (list, tuple)) and t and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                       and 0 < x <= 1 for x in t)):  # fmt: skip
+        problems.append(f"--thresholds must be one or more IoU levels in (0, 1], like 0.5,0.75,0.9; got {t!r}")
     if c.image_every < 0:
         problems.append(f"--image-every must be >= 0, got {c.image_every}")
     if c.loss not in LOSSES:

@@ -132,7 +132,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     data_dir = datamodule.data_dir
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
                           save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
-                          blend=config.blend)  # fmt: skip
+                          blend=config.blend, thresholds=config.thresholds)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
