@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the same sources, classes and seeds under each --compare variant (separate runs under OUT/NAME/<variant>/,"
         " each resumable), then write compare.csv, compare.md, compare_curves.png and compare.html side by side. "
         "The run flags below are shared by every variant; a variant overrides any other setting, but data, masks, "
-        "subject, classes, seed, restarts, steps and max-pixels come from these flags only."
+        "subject, classes, seed, restarts, steps, max-pixels and thresholds come from these flags only."
     )
     p.epilog = EXAMPLES
     p.formatter_class = argparse.RawDescriptionHelpFormatter

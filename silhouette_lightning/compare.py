@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import torch
+import yaml
 
 from silhouette_lightning.files import atomic_write_bytes, atomic_write_text
 from silhouette_lightning.results import write_csv
@@ -19,14 +20,20 @@ from silhouette_lightning.results import write_csv
 ALL = "all"
 
 
+def _settings(run_dir: Path) -> dict:
+    """A variant's resolved settings (`config.yaml`)."""
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+
+
 def _read_convergence(run_dir: Path) -> dict:
     """A variant's `convergence.json` (written at the end of its run; made now from its records if missing)."""
     path = Path(run_dir) / "convergence.json"
     if not path.exists():
-        from silhouette_lightning.convergence import write_convergence
+        from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, write_convergence
         from silhouette_lightning.results import load_records
 
-        write_convergence(run_dir, load_records(run_dir).values())
+        thresholds = _settings(run_dir).get("thresholds", DEFAULT_THRESHOLDS)
+        write_convergence(run_dir, load_records(run_dir).values(), thresholds)
     if not path.exists():
         return {"thresholds": [], "scopes": []}
     return json.loads(path.read_text())
@@ -107,7 +114,9 @@ def curves_figure(variants: list[tuple], documents: list[dict], *, max_panels: i
     panels = list(scopes.items())[:max_panels]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True, layout="constrained"
+    )
     colours = plt.get_cmap("tab10")
     for ax, (class_id, class_name) in zip(axes.flat, panels, strict=False):
         for i, ((variant, _), document) in enumerate(zip(variants, documents, strict=True)):
@@ -147,7 +156,7 @@ def recovery_rows(variants: list[tuple]) -> list[dict]:
     rows = []
     for variant, run_dir in variants:
         plan = read_plan(run_dir)
-        truncation = float(__import__("yaml").safe_load((Path(run_dir) / "config.yaml").read_text())["truncation"])
+        truncation = float(_settings(run_dir)["truncation"])
         known = case_latents(plan)
         cases = {c["key"]: c for c in plan["cases"]}
         groups: dict[tuple, list[dict]] = {}
@@ -189,7 +198,9 @@ def recovery_figure(rows: list[dict]) -> bytes:
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     transforms = list(dict.fromkeys((r["shift"], r["rotation"]) for r in rows))
-    fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(variants), figsize=(4.6 * len(variants), 3.4), squeeze=False, sharey=True, layout="constrained"
+    )
     colours = plt.get_cmap("tab10")
     for ax, variant in zip(axes[0], variants, strict=True):
         for row in (r for r in rows if r["variant"] == variant):
@@ -219,7 +230,7 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def compare_page(root: Path, variants: list[tuple], rows: list[dict], columns: list[str], curves_png: bytes,
@@ -247,7 +258,8 @@ def compare_page(root: Path, variants: list[tuple], rows: list[dict], columns: l
         sections += ["<h2>Recovery: per transform</h2>" + _img(png, "recovery IoU over steps per transform"),
                      _html_table(recovery_rows_, RECOVERY_COLUMNS)]  # fmt: skip
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}img{max-width:100%}")  # fmt: skip
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}img{max-width:100%}"
+             ".wide{overflow-x:auto}")  # fmt: skip
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Benchmark {html.escape(root.name)}</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
 
