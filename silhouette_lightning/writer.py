@@ -22,6 +22,7 @@ from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
 from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, log_convergence, write_convergence
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_save_image
+from silhouette_lightning.plots import write_plots
 from silhouette_lightning.results import (
     CLASS_COLUMNS,
     RESULT_COLUMNS,
@@ -109,6 +110,7 @@ class ResultWriter(Callback):
         rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds)
         if rows and trainer.logger is not None:
             log_convergence(trainer.logger.experiment, rows)
+        write_plots(self.run_dir, rows)
 
     def _keep_histories(self, records) -> None:
         """Keep what convergence statistics need of each record (its latents and frames are dropped)."""
