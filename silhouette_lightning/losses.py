@@ -2,6 +2,8 @@
 
 Every function returns one loss per trajectory (`[B]`), never a batch mean: the caller sums them, so that
 each trajectory's gradient does not depend on how many others share its batch (DESIGN.md, invariant 1).
+Losses are computed in float32 with autocast off, whatever the caller's precision: CUDA autocast refuses
+`binary_cross_entropy`, and a bf16 loss would round each trajectory's small differences away.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from torch import Tensor
 LOSSES = ("mse", "bce", "bce_bg", "ce", "soft_ce")
 ENSEMBLE_MODES = ("probs", "logits", "losses")
 _EPS = 1e-6
+
+
+def _float32(t: Tensor):
+    """A context with autocast off on `t`'s device: what runs in it keeps its inputs' float32."""
+    return torch.autocast(t.device.type, enabled=False)
 
 
 def ensemble_probs(member_logits: Tensor, weights: Tensor, mode: str = "probs") -> Tensor:
@@ -48,8 +55,12 @@ def map_loss(probs: Tensor, target: Tensor, channel: Tensor, loss: str = "mse") 
     >>> map_loss(p, torch.ones(1, 2, 2), torch.tensor([2])).item()
     0.0
     """
-    probs = probs.float()
-    target = target.float()
+    with _float32(probs):
+        return _map_loss(probs.float(), target.float(), channel, loss)
+
+
+def _map_loss(probs: Tensor, target: Tensor, channel: Tensor, loss: str) -> Tensor:
+    """`map_loss` on float32 inputs, autocast already off."""
     index = channel.view(-1, 1, 1, 1).expand(-1, 1, *probs.shape[2:])
     subject = probs.gather(1, index).squeeze(1)  # [B, H, W]
     background = probs[:, 0]  # [B, H, W]
@@ -81,7 +92,13 @@ def trajectory_loss(
     mode: str = "probs",
 ) -> Tensor:
     """The optimized quantity of each trajectory, [B]: `map_loss` of the ensemble map, or, in mode
-    "losses", the weighted mean of each member's `map_loss`."""
+    "losses", the weighted mean of each member's `map_loss`. Float32, outside autocast."""
+    with _float32(member_logits):
+        return _trajectory_loss(member_logits.float(), weights.float(), target.float(), channel, loss, mode)
+
+
+def _trajectory_loss(member_logits: Tensor, weights: Tensor, target: Tensor, channel: Tensor, loss: str, mode: str):
+    """`trajectory_loss` on float32 inputs, autocast already off."""
     if mode == "losses":
         per_member = torch.stack([map_loss(logits.softmax(1), target, channel, loss) for logits in member_logits])
         return (weights.to(per_member.dtype).view(-1, 1) * per_member).sum(0)
