@@ -27,17 +27,19 @@ def ensemble_probs(member_logits: Tensor, weights: Tensor, mode: str = "probs") 
 
     `member_logits`: [M, B, C, H, W]; `weights`: [M], summing to 1. Mode "probs" (the paper's ensemble)
     is the weighted mean of the members' softmaxes; "logits" (appendix A) is the softmax of the weighted
-    mean of the logits; "losses" averages losses instead of maps, and its map is the "probs" one.
+    mean of the logits; "losses" averages losses instead of maps, and its map is the "probs" one. Combined
+    in float32 with autocast off, as target maps are, so that both sides of the loss are weighted alike.
 
     >>> logits = torch.zeros(2, 1, 3, 4, 4)
     >>> ensemble_probs(logits, torch.tensor([0.5, 0.5])).sum(1).allclose(torch.ones(1, 4, 4))
     True
     """
-    w = weights.to(member_logits.dtype).view(-1, 1, 1, 1, 1)
-    if mode == "logits":
-        return (w * member_logits).sum(0).softmax(1)  # [B, C, H, W]
-    if mode in ("probs", "losses"):
-        return (w * member_logits.softmax(2)).sum(0)  # [B, C, H, W]
+    with _float32(member_logits):  # in bf16, 0.6 would become 0.6016 and maps would sum to 1.004
+        logits, w = member_logits.float(), weights.float().view(-1, 1, 1, 1, 1)
+        if mode == "logits":
+            return (w * logits).sum(0).softmax(1)  # [B, C, H, W]
+        if mode in ("probs", "losses"):
+            return (w * logits.softmax(2)).sum(0)  # [B, C, H, W]
     raise ValueError(f"unknown ensemble mode {mode!r}; choose one of {ENSEMBLE_MODES}")
 
 

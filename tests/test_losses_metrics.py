@@ -147,3 +147,34 @@ def test_every_loss_runs_under_cuda_autocast(tiny_generator, ensemble, loss):
     loss_values, iou, grad = _score_under_autocast(tiny_generator, ensemble, loss, device="cuda")
     assert loss_values.dtype == torch.float32 and torch.isfinite(loss_values).all()
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["probs", "logits", "losses"])
+def test_ensemble_of_bf16_logits_is_combined_in_float32(mode):
+    """bf16 segmenter outputs: the weights stay exactly 0.6 / 0.4 (bf16 makes 0.6016) and maps sum to 1."""
+    logits = torch.full((2, 1, 21, 4, 4), -100.0)
+    logits[0, :, 3], logits[1, :, 5] = 100.0, 100.0  # member 0 is sure of class 3, member 1 of class 5
+    weights = torch.tensor([0.6, 0.4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        probs = ensemble_probs(logits.bfloat16(), weights, mode)
+    assert probs.dtype == torch.float32
+    if mode != "logits":
+        assert torch.equal(probs[:, 3], torch.full((1, 4, 4), 0.6))
+        assert torch.equal(probs[:, 5], torch.full((1, 4, 4), 0.4))
+    noisy = torch.randn(2, 3, 21, 8, 8, generator=torch.Generator().manual_seed(0)).mul(4).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sums = ensemble_probs(noisy, weights, mode).sum(1)
+    torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-6, rtol=0)
+
+
+def test_target_map_of_a_bf16_ensemble_is_combined_in_float32(ensemble):
+    """A target map segmented under bf16 autocast weighs the members exactly as the loss side does."""
+    from silhouette_lightning.target_maps import segment_photo
+
+    photo = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        target, subject = segment_photo(ensemble, photo, mode="probs", subject="dog")
+        logits = ensemble(photo[None])  # bf16, as the segmenters gave it
+    expected = sum(w * logits[i].float().softmax(1)[0, 12] for i, w in enumerate([0.6, 0.4]))
+    assert logits.dtype == torch.bfloat16 and target.dtype == torch.float32
+    torch.testing.assert_close(target, expected, atol=1e-6, rtol=0)
