@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--devices", type=_devices, help=f"devices per node, or auto (default {d.devices})")
     g.add_argument("--num-nodes", type=int, help=f"machines (default {d.num_nodes})")
     g.add_argument("--strategy", help=f"auto, ddp, ... (default {d.strategy})")
-    g.add_argument("--precision", help=f"32-true, bf16-mixed, 16-mixed (default {d.precision})")
+    g.add_argument("--precision", help=f"32-true or bf16-mixed (GPUs); 16-bit float is refused, see README "
+                   f"(default {d.precision})")  # fmt: skip
     g.add_argument(
         "--compile",
         action="store_true",
