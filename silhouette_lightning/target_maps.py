@@ -17,7 +17,7 @@ from silhouette_lightning.classes import VOC_CLASSES, resolve_voc_class
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_torch_save
 from silhouette_lightning.losses import ensemble_probs
-from silhouette_lightning.sources import Source, load_mask, load_rgb, output_name
+from silhouette_lightning.sources import Source, load_mask, load_rgb, output_name, shown
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,13 @@ def prepare_targets(
     thresholded = []
     for source in sources:
         path = target_path(cache_dir, source.key)
-        if path.exists():
+        if path.exists() and source.problem is None:
             cached = torch.load(path, weights_only=True)
             prepared.append(PreparedSource(source.key, cached["subject"], "ok"))
             continue
         try:
+            if source.problem is not None:
+                raise SourceError(source.problem)
             if masks:
                 mask, was_thresholded = load_mask(source.path, max_pixels=max_pixels, data_dir=data_dir)
                 if was_thresholded:
@@ -102,7 +104,7 @@ def prepare_targets(
             if not (target > 0.5).any():
                 raise SourceError(f"no {subject} found: the target map is empty")
         except SourceError as e:
-            log(f"skipped {source.path}: {e}")
+            log(f"skipped {shown(source.path)}: {e}")
             prepared.append(PreparedSource(source.key, source.subject, f"skipped: {e}"))
             continue
         atomic_torch_save({"target": target.half(), "subject": subject}, path)

@@ -124,3 +124,21 @@ def test_non_finite_trajectory_stops_alone(tiny_generator, ensemble):
     record = {"source": "a", "subject": "dog", "class_id": 3, "restart": 0, "seed": 1, "best_iou": -1.0,
               "best_loss": float("inf"), "best_step": 0, "stopped_at": 0}  # fmt: skip
     assert summary_row(Path("run"), [record])["status"].startswith("failed: ")
+
+
+def test_file_name_not_utf8_is_skipped_and_good_files_keep_results(cli_args, mask_folder, tmp_path, capsys):
+    import os
+
+    bad = os.path.join(os.fsencode(mask_folder / "dog"), b"bad\xff\xfename.png")
+    fd = os.open(bad, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, (mask_folder / "dog" / "a.png").read_bytes())
+    os.close(fd)
+    assert main(cli_args("--save-images", "none")) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not valid UTF-8" in err
+    rows = read_csv(tmp_path / "out" / "run" / "results.csv")
+    bad_rows = [r for r in rows if r["source"].startswith("dog/bad")]
+    assert len(bad_rows) == 1 and bad_rows[0]["status"].startswith("skipped: ") and "rename" in bad_rows[0]["status"]
+    assert bad_rows[0]["source"] == "dog/bad\\xff\\xfename.png"
+    good = {r["source"] for r in rows if r["status"] == "ok"}
+    assert good == {"dog/a.png", "dog/b.png", "dog/c.png"}
