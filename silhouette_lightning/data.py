@@ -9,7 +9,7 @@ rank's target maps, the later steps of a chunk carry only their step number.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -134,9 +134,13 @@ class SwapData(LightningDataModule):
         prepared = prepare_targets(self.sources, self.ensemble, self.targets_dir, masks=self.masks,
                                    size=self.seg_size, mode=self.ensemble_mode, max_pixels=self.max_pixels,
                                    data_dir=self.data_dir, log=self.log)  # fmt: skip
-        ok = [p for p in prepared if p.ok]
-        subjects = sorted({p.subject for p in ok})
+        subjects = sorted({p.subject for p in prepared if p.ok})
         class_ids = {subject: self.classes_for(subject) for subject in subjects}
+        without = "skipped: no classes to swap a {} to (configs/classes.yaml has none); pass --classes"
+        prepared = [p if not p.ok or class_ids[p.subject] else replace(p, status=without.format(p.subject))
+                    for p in prepared]  # fmt: skip
+        class_ids = {subject: ids for subject, ids in class_ids.items() if ids}
+        ok = [p for p in prepared if p.ok]
         trajectories = enumerate_trajectories(
             [(p.key, p.subject, class_ids[p.subject]) for p in ok], self.restarts, self.seed
         )
@@ -156,6 +160,8 @@ class SwapData(LightningDataModule):
         )  # fmt: skip
         done = load_records(self.run_dir).keys()
         self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
+        if not self.pending:  # nothing to fit: no empty epoch (and none of Lightning's zero-length warnings)
+            self.trainer.limit_train_batches = 0
 
     def train_dataloader(self) -> DataLoader:
         """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""

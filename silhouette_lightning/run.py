@@ -86,6 +86,15 @@ def prepare_run_dir(config: SwapConfig) -> Path:
     return run_dir
 
 
+def nothing_swapped(skipped: list, results: Path) -> str:
+    """The message of a run in which every source was skipped, with the first reason."""
+    first = skipped[0]
+    reason = f"{first.key}: {first.status.removeprefix('skipped: ')}"
+    which = f"all {len(skipped)} source files were skipped (first: {reason})" if len(skipped) > 1 else (
+        f"the only source file was skipped ({reason})")  # fmt: skip
+    return f"nothing could be swapped: {which}; each reason is in {results}"
+
+
 def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, **trainer_kwargs) -> Path:
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
 
@@ -133,6 +142,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
+    if not data.plan.trajectories:
+        raise UsageError(nothing_swapped(data.plan.skipped, run_dir / "results.csv"))
     if trainer.is_global_zero:
         log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'})")
     return run_dir

@@ -64,9 +64,11 @@ class ResultWriter(Callback):
         self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silhouette-writer")
         self._pending: list[Future] = []
+        self._started = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         """Read back earlier records; finish groups whose outputs a crash left unwritten."""
+        self._started = True
         self.plan = trainer.datamodule.plan
         if trainer.is_global_zero:
             self.records = load_records(self.run_dir)
@@ -100,6 +102,13 @@ class ResultWriter(Callback):
         self._write_tables()
         if self.save_images != "none" and self.complete:
             self._contact_sheet()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """With nothing left to fit, training never starts: still finish what earlier runs left and write the
+        tables (skipped sources, finished pairs)."""
+        if not self._started and trainer.datamodule.plan is not None:
+            self.on_train_start(trainer, pl_module)
+            self.on_train_end(trainer, pl_module)
 
     def _to_records(self, finished: dict) -> list[dict]:
         """Chunk tensors -> one plain dict per trajectory (readable with `torch.load(weights_only=True)`)."""
