@@ -356,6 +356,30 @@ def load_mask(
     return torch.from_numpy(mask), thresholded
 
 
+# ---------------------------------------------------------------------------------------------------- freshness
+
+
+def file_stamp(path: Path) -> dict:
+    """What tells whether a file changed: size, modification time and a SHA-256 of its bytes."""
+    stat = Path(path).stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def same_file(path: Path, stamp: dict) -> bool:
+    """Whether `path` still holds what `stamp` was taken of: same size and time, else same bytes."""
+    try:
+        stat = Path(path).stat()
+        if (stat.st_size, stat.st_mtime_ns) == (stamp["size"], stamp["mtime_ns"]):
+            return True
+        return stat.st_size == stamp["size"] and file_stamp(path)["sha256"] == stamp["sha256"]
+    except OSError:
+        return False
+
+
 # -------------------------------------------------------------------------------------------------- output names
 
 

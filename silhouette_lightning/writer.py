@@ -71,7 +71,8 @@ class ResultWriter(Callback):
         self._started = True
         self.plan = trainer.datamodule.plan
         if trainer.is_global_zero:
-            self.records = load_records(self.run_dir)
+            planned = {t.identity for t in self.plan.trajectories}  # not sources since removed from the folder
+            self.records = {key: r for key, r in load_records(self.run_dir).items() if key in planned}
             self._update(pl_module, self._groups_of(self.records))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
