@@ -129,6 +129,7 @@ class SwapData(LightningDataModule):
         self.targets_dir = self.run_dir / "targets"
         self.plan: Plan | None = None
         self.pending: list[int] = []
+        self.prepare_data_per_node = False  # the run folder is shared by every node: one process writes the plan
 
     @property
     def plan_path(self) -> Path:

@@ -63,7 +63,7 @@ def drop_records(run_dir: Path, source_keys: Iterable[str]) -> int:
             if kept:
                 atomic_torch_save(kept, path)
             else:
-                path.unlink()
+                path.unlink(missing_ok=True)
     return dropped
 
 
