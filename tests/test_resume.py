@@ -51,3 +51,20 @@ def test_changed_source_is_redone_and_removed_source_leaves_the_table(cli_args, 
     sources = [r["source"] for p in records_dir(run).glob("part-*.pt") for r in torch.load(p, weights_only=True)]
     assert sources.count("dog/a.png") == 2, "a.png (touched, same content) was redone"
     assert sources.count("dog/b.png") == 2, "b.png's old records were kept"
+
+
+def test_same_folder_and_classes_written_differently_resume(cli_args, mask_folder, tmp_path, monkeypatch, capsys):
+    def args(data, classes):
+        a = _args(cli_args, "--save-images", "none", data=data)
+        a[a.index("--classes") + 1] = classes
+        return a
+
+    assert main(args(mask_folder, "1,3")) == 0
+    table = read_csv(tmp_path / "out" / "run" / "results.csv")
+    monkeypatch.chdir(mask_folder.parent)
+    for data, classes in (("./masks", "3,1"), ("masks/", "tiger shark,1"), ("masks/dog/..", "1,3,1")):
+        assert main(args(data, classes)) == 0, capsys.readouterr().err
+        assert "other settings" not in capsys.readouterr().err
+        assert sorted(map(str, read_csv(tmp_path / "out" / "run" / "results.csv"))) == sorted(map(str, table))
+    assert main([*args("masks/dog", "1,3"), "--subject", "dog"]) == 2, "another data folder is another run"
+    assert "other settings" in capsys.readouterr().err
