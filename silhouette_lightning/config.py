@@ -94,6 +94,29 @@ class SwapConfig:
         return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_ONLY}
 
 
+def comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as a resumed run compares them: the same folder however it is written (`./data`, `data/`, an
+    absolute path), the same classes in any order or spelling (`1,3` and `"tiger shark",1`)."""
+    from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes
+
+    def class_set(items):
+        try:
+            return sorted(set(resolve_imagenet_classes(parse_class_list(items) if isinstance(items, str) else items)))
+        except (UsageError, TypeError):  # not a class list: compared as written
+            return items
+
+    out = dict(settings)
+    if out.get("data"):
+        out["data"] = str(Path(out["data"]).resolve())
+    if out.get("generator") and Path(out["generator"]).is_dir():
+        out["generator"] = str(Path(out["generator"]).resolve())
+    if out.get("classes"):
+        out["classes"] = class_set(out["classes"])
+    if isinstance(out.get("default_classes"), dict):
+        out["default_classes"] = {k: class_set(v) for k, v in out["default_classes"].items()}
+    return out
+
+
 def default_run_name(config: SwapConfig) -> str:
     """`<data folder name>-<generator>` made safe for a folder name."""
     base = Path(config.data).resolve().name if config.data else "run"

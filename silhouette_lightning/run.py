@@ -11,7 +11,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
-from silhouette_lightning.config import SwapConfig
+from silhouette_lightning.config import SwapConfig, comparable
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
@@ -70,7 +70,9 @@ def prepare_run_dir(config: SwapConfig) -> Path:
     if saved.exists():
         before = yaml.safe_load(saved.read_text()) or {}
         now = config.result_settings()
-        changed = sorted(k for k in now if k in before and before[k] != now[k] and k not in SwapConfig.RUNTIME_ONLY)
+        same_before, same_now = comparable(before), comparable(now)
+        changed = sorted(k for k in now if k in before and same_before[k] != same_now[k]
+                         and k not in SwapConfig.RUNTIME_ONLY)  # fmt: skip
         if changed:
             diffs = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
             raise UsageError(
@@ -78,12 +80,22 @@ def prepare_run_dir(config: SwapConfig) -> Path:
                 "or the same settings to resume it"
             )
     try:
-        atomic_write_text(saved, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        resolved = {k: v for k, v in comparable(config.to_dict()).items() if k in ("data", "generator")}
+        atomic_write_text(saved, yaml.safe_dump(config.to_dict() | resolved, sort_keys=False))
     except OSError as e:
         raise UsageError(
             f"cannot write to the output folder {run_dir}: {e.strerror or e}; choose another --out"
         ) from None
     return run_dir
+
+
+def nothing_swapped(skipped: list, results: Path) -> str:
+    """The message of a run in which every source was skipped, with the first reason."""
+    first = skipped[0]
+    reason = f"{first.key}: {first.status.removeprefix('skipped: ')}"
+    which = f"all {len(skipped)} source files were skipped (first: {reason})" if len(skipped) > 1 else (
+        f"the only source file was skipped ({reason})")  # fmt: skip
+    return f"nothing could be swapped: {which}; each reason is in {results}"
 
 
 def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, data=None,
@@ -142,6 +154,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
+    if not datamodule.plan.trajectories:
+        raise UsageError(nothing_swapped(datamodule.plan.skipped, run_dir / "results.csv"))
     if trainer.is_global_zero:
         log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'})")
     return run_dir

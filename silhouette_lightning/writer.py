@@ -68,12 +68,15 @@ class ResultWriter(Callback):
         self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silhouette-writer")
         self._pending: list[Future] = []
+        self._started = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         """Read back earlier records; finish groups whose outputs a crash left unwritten."""
+        self._started = True
         self.plan = trainer.datamodule.plan
         if trainer.is_global_zero:
-            self.records = load_records(self.run_dir)
+            planned = {t.identity for t in self.plan.trajectories}  # not sources since removed from the folder
+            self.records = {key: r for key, r in load_records(self.run_dir).items() if key in planned}
             self._keep_histories(self.records.values())
             self._update(pl_module, self._groups_of(self.records))
 
@@ -115,6 +118,13 @@ class ResultWriter(Callback):
         for r in records:
             light = {k: v for k, v in r.items() if k not in ("best_z", "frames")}
             self.histories[(r["source"], r["class_id"], r["restart"])] = light
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """With nothing left to fit, training never starts: still finish what earlier runs left and write the
+        tables (skipped sources, finished pairs)."""
+        if not self._started and trainer.datamodule.plan is not None:
+            self.on_train_start(trainer, pl_module)
+            self.on_train_end(trainer, pl_module)
 
     def _to_records(self, finished: dict) -> list[dict]:
         """Chunk tensors -> one plain dict per trajectory (readable with `torch.load(weights_only=True)`)."""
