@@ -15,6 +15,7 @@ from silhouette_lightning.config import SwapConfig
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
+from silhouette_lightning.lightning_setup import check_lightning_settings
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
@@ -93,6 +94,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     """
     if not config.data:
         raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
+    check_lightning_settings(config)
     sources = discover_sources(Path(config.data), subject=config.subject)
     if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
         raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named by "
