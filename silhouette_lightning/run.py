@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -15,7 +16,12 @@ from silhouette_lightning.config import SwapConfig
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
-from silhouette_lightning.lightning_setup import check_lightning_settings
+from silhouette_lightning.lightning_setup import (
+    check_lightning_settings,
+    nodes_did_not_join,
+    trainer_strategy,
+    waiting_message,
+)
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
@@ -94,7 +100,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     """
     if not config.data:
         raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
-    check_lightning_settings(config)
+    cluster = check_lightning_settings(config)
+    strategy = trainer_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
     sources = discover_sources(Path(config.data), subject=config.subject)
     if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
         raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named by "
@@ -127,14 +134,21 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
                           save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels,
                           blend=config.blend)  # fmt: skip
     trainer = Trainer(
-        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
         callbacks=[writer, ImagePanels(config.image_every, data_dir=Path(config.data), max_pixels=config.max_pixels),
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    if config.num_nodes > 1:
+        log(waiting_message(config, cluster))
+    try:
+        trainer.fit(module, datamodule=data)
+    except torch.distributed.DistError as e:  # the rendezvous (or a later collective) timed out
+        if config.num_nodes > 1:
+            raise nodes_did_not_join(config, cluster, e) from None
+        raise
     if trainer.is_global_zero:
         log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'})")
     return run_dir
