@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, load_yaml
 from silhouette_lightning.errors import UsageError, WeightsError
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
@@ -103,5 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         run(config)
     except (UsageError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError:
+        print("error: out of memory on the device: pass a smaller --batch-size (or auto) or --seg-size; finished "
+              "results are kept and the same command resumes", file=sys.stderr)  # fmt: skip
         return 2
     return 0

@@ -21,6 +21,9 @@ SAVE_IMAGES = ("none", "best", "all")
 # overflows and carries its scale from chunk to chunk; "16-true" overflows without a scaler; "64-true" is
 # not worth its cost. bf16 has float32's exponent range, so it needs no scaler.
 PRECISIONS: dict[str, str] = {"32-true": "32-true", "32": "32-true", "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed"}
+# Four times the 520 px the segmenters were trained at; activation memory grows with the square of the size, so a
+# larger value only fails later with an out-of-memory error.
+MAX_SEG_SIZE = 2048
 
 
 @dataclass
@@ -174,6 +177,9 @@ def validate(c: SwapConfig) -> None:
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+    if isinstance(c.seg_size, int) and c.seg_size > MAX_SEG_SIZE:
+        problems.append(f"--seg-size must be at most {MAX_SEG_SIZE} (the segmenters' memory grows with its square; "
+                        f"their weights were trained near 520), got {c.seg_size}")  # fmt: skip
     if not (isinstance(c.lr, (int, float)) and c.lr > 0):
         problems.append(f"--lr must be positive, got {c.lr}")
     if len(c.betas) != 2 or not all(0 <= b < 1 for b in c.betas):

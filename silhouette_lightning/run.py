@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -15,6 +16,12 @@ from silhouette_lightning.config import SwapConfig, comparable
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
+from silhouette_lightning.lightning_setup import (
+    check_lightning_settings,
+    nodes_did_not_join,
+    trainer_strategy,
+    waiting_message,
+)
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
@@ -106,6 +113,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     `data`: builds the data module instead of the sources of `--data` (the recovery benchmark generates its
     sources): called as `data(generator=, ensemble=, run_dir=, classes_for=, log=)`.
     """
+    cluster = check_lightning_settings(config)
+    strategy = trainer_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
     if data is None:
         if not config.data:
             raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
@@ -146,14 +155,21 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
                           save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
                           blend=config.blend, thresholds=config.thresholds)  # fmt: skip
     trainer = Trainer(
-        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
         callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels),
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
-    trainer.fit(module, datamodule=datamodule)
+    if config.num_nodes > 1:
+        log(waiting_message(config, cluster))
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except torch.distributed.DistError as e:  # the rendezvous (or a later collective) timed out
+        if config.num_nodes > 1:
+            raise nodes_did_not_join(config, cluster, e) from None
+        raise
     if not datamodule.plan.trajectories:
         raise UsageError(nothing_swapped(datamodule.plan.skipped, run_dir / "results.csv"))
     if trainer.is_global_zero:
