@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seg-size", type=int, help=f"segmenter input size in px (default {d.seg_size})")
     a("--ensemble", choices=ENSEMBLE_MODES, help=f"how segmenters combine (default {d.ensemble})")
     a("--loss", choices=LOSSES, help=f"silhouette loss on the subject channel (default {d.loss})")
+    a("--heldout", help="torchvision VOC segmenter, not in the ensemble, that scores each result's best image "
+      f"(results.csv heldout_iou), or none (default {d.heldout})")  # fmt: skip
     a("--frames", type=int, help=f"latents kept per trajectory for strips and animations (default {d.frames})")
     a("--save-images", choices=SAVE_IMAGES, help=f"pictures to write (default {d.save_images})")
     a("--blend", choices=("soft", "poisson"), help=f"composite edges; poisson needs opencv (default {d.blend})")

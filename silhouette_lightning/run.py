@@ -15,6 +15,7 @@ from silhouette_lightning.config import SwapConfig
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
+from silhouette_lightning.heldout import load_heldout
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
@@ -86,10 +87,12 @@ def prepare_run_dir(config: SwapConfig) -> Path:
     return run_dir
 
 
-def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, **trainer_kwargs) -> Path:
+def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None, callbacks=(), log=eprint,
+        **trainer_kwargs) -> Path:  # fmt: skip
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
+    `heldout_model`: an already loaded held-out segmenter (see heldout.py) standing for `config.heldout`.
     """
     if not config.data:
         raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
@@ -103,6 +106,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     check_class_range(classes_for.all_ids, generator.config.num_classes)
     if ensemble is None:
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
+    if heldout_model is None:
+        heldout_model = load_heldout(config.heldout, size=config.seg_size, pretrained=config.pretrained)
     run_dir = prepare_run_dir(config)
     log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
 
@@ -123,7 +128,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     )  # fmt: skip
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
                           save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels,
-                          blend=config.blend)  # fmt: skip
+                          blend=config.blend, heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
