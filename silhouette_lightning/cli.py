@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, load_yaml
+from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, config_yaml, load_yaml
 from silhouette_lightning.errors import UsageError, WeightsError
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 
@@ -18,17 +19,28 @@ def _devices(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMAND = "silhouette-swap"  # the console command pyproject.toml installs
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """The name `--help` shows: `train.py` when run as the script, else the console command's name."""
+    base = os.path.basename(sys.argv[0] if argv0 is None and sys.argv else argv0 or "")
+    return "train.py" if base == "train.py" else COMMAND
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """Flags; each defaults to None so that only what the user typed overrides the config file."""
     d = SwapConfig()
     p = argparse.ArgumentParser(
-        prog="train.py",
+        prog=prog or prog_name(),
         description="Swap the subject of each source photo (or silhouette mask) for BigGAN images of chosen "
         "ImageNet classes that fit the same silhouette. Results: OUT/NAME/results.csv, swaps/, TensorBoard.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")
+    a("--print-config", action="store_true", help="print the settings this command would run with, as YAML that "
+      "--config reads back (defaults < config file < flags), and exit")  # fmt: skip
     a("--data", help="folder of source photos: flat, or one folder per subject (DIR/dog/*.jpg)")
     a("--masks", action="store_true", default=None, help="the files are silhouettes (white subject on black)")
     a("--subject", help="VOC class of the sources' subject (dog, cat, bird, ...); default: folder name or detected")
@@ -72,16 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: list[str] | None = None) -> SwapConfig:
     """Defaults < config file < flags."""
+    return _parse(argv)[0]
+
+
+def _parse(argv: list[str] | None) -> tuple[SwapConfig, bool]:
+    """(the settings, whether --print-config was given)."""
     args = vars(build_parser().parse_args(argv))
+    print_config = bool(args.pop("print_config"))
     file_layer = load_yaml(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
-    return build_config(file_layer, args)
+    return build_config(file_layer, args), print_config
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the tool; exit code 0 done, 2 bad input or settings (with a one-line reason, no traceback)."""
     try:
-        config = config_from_args(argv)
+        config, print_config = _parse(argv)
+        if print_config:
+            print(config_yaml(config), end="")
+            return 0
         from silhouette_lightning.run import run
 
         run(config)

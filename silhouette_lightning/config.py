@@ -89,6 +89,12 @@ class SwapConfig:
         return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_ONLY}
 
 
+def config_yaml(config: SwapConfig) -> str:
+    """The settings as YAML, in field order: what `--print-config` prints and `config.yaml` holds; `--config`
+    reads it back to the same settings."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def default_run_name(config: SwapConfig) -> str:
     """`<data folder name>-<generator>` made safe for a folder name."""
     base = Path(config.data).resolve().name if config.data else "run"

@@ -11,7 +11,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
-from silhouette_lightning.config import SwapConfig
+from silhouette_lightning.config import SwapConfig, config_yaml
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
@@ -79,7 +79,7 @@ def prepare_run_dir(config: SwapConfig) -> Path:
                 "or the same settings to resume it"
             )
     try:
-        atomic_write_text(saved, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write_text(saved, config_yaml(config))
     except OSError as e:
         raise UsageError(
             f"cannot write to the output folder {run_dir}: {e.strerror or e}; choose another --out"
