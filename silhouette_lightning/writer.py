@@ -219,6 +219,8 @@ class ResultWriter(Callback):
             atomic_save_image(pictures.to_pil(images[0]), out / "best.png")
             atomic_save_image(pictures.to_pil((masks[0] > 0.5).float()), out / "mask.png")
             atomic_save_image(pictures.to_pil(target), out / "target.png")
+            # the target silhouette tinted over the best image: where the subject fills it, and where not
+            atomic_save_image(pictures.to_pil(pictures.mask_overlay(images[0], target)), out / "overlay.png")
             photo = self._photo(best["source"])
             if photo is not None:
                 mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson")
