@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
-from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, load_yaml
+from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, config_yaml, load_yaml
 from silhouette_lightning.errors import UsageError, WeightsError
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 
@@ -27,17 +28,28 @@ def _thresholds(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected IoU levels like 0.5,0.75,0.9, got {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMAND = "silhouette-swap"  # the console command pyproject.toml installs
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """The name `--help` shows: `train.py` when run as the script, else the console command's name."""
+    base = os.path.basename(sys.argv[0] if argv0 is None and sys.argv else argv0 or "")
+    return "train.py" if base == "train.py" else COMMAND
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """Flags; each defaults to None so that only what the user typed overrides the config file."""
     d = SwapConfig()
     p = argparse.ArgumentParser(
-        prog="train.py",
+        prog=prog or prog_name(),
         description="Swap the subject of each source photo (or silhouette mask) for BigGAN images of chosen "
         "ImageNet classes that fit the same silhouette. Results: OUT/NAME/results.csv, swaps/, TensorBoard.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")
+    a("--print-config", action="store_true", help="print the settings this command would run with, as YAML that "
+      "--config reads back (defaults < config file < flags), and exit")  # fmt: skip
     a("--data", help="folder of source photos: flat, or one folder per subject (DIR/dog/*.jpg)")
     a("--masks", action="store_true", default=None, help="the files are silhouettes (white subject on black)")
     a("--subject", help="VOC class of the sources' subject (dog, cat, bird, ...); default: folder name or detected")
@@ -55,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seg-size", type=int, help=f"segmenter input size in px (default {d.seg_size})")
     a("--ensemble", choices=ENSEMBLE_MODES, help=f"how segmenters combine (default {d.ensemble})")
     a("--loss", choices=LOSSES, help=f"silhouette loss on the subject channel (default {d.loss})")
+    a("--heldout", help="torchvision VOC segmenter, not in the ensemble, that scores each result's best image "
+      f"(results.csv heldout_iou), or none (default {d.heldout})")  # fmt: skip
     a("--frames", type=int, help=f"latents kept per trajectory for strips and animations (default {d.frames})")
     a("--save-images", choices=SAVE_IMAGES, help=f"pictures to write (default {d.save_images})")
     a("--blend", choices=("soft", "poisson"), help=f"composite edges; poisson needs opencv (default {d.blend})")
@@ -82,10 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: list[str] | None = None) -> SwapConfig:
     """Defaults < config file < flags."""
+    return _parse(argv)[0]
+
+
+def _parse(argv: list[str] | None) -> tuple[SwapConfig, bool]:
+    """(the settings, whether --print-config was given)."""
     args = vars(build_parser().parse_args(argv))
+    print_config = bool(args.pop("print_config"))
     file_layer = load_yaml(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
-    return build_config(file_layer, args)
+    return build_config(file_layer, args), print_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return benchmark_main(argv[1:])
     try:
-        config = config_from_args(argv)
+        config, print_config = _parse(argv)
+        if print_config:
+            print(config_yaml(config), end="")
+            return 0
         from silhouette_lightning.run import run
 
         run(config)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.heldout import DEFAULT_HELDOUT, heldout_problem
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
 
@@ -46,6 +47,7 @@ class SwapConfig:
     seg_size: int = 256
     ensemble: str = "probs"
     loss: str = "mse"
+    heldout: str = DEFAULT_HELDOUT  # VOC segmenter outside the ensemble that scores each best image, or "none"
     frames: int = 6  # latents kept per trajectory for the progress strip and animation
     save_images: str = "all"  # none | best (best image, masks, composite) | all (+ strip, animation)
     blend: str = "soft"  # composites: soft-edged mask, or "poisson" (OpenCV seamlessClone, optional dependency)
@@ -118,6 +120,12 @@ def comparable(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("default_classes"), dict):
         out["default_classes"] = {k: class_set(v) for k, v in out["default_classes"].items()}
     return out
+
+
+def config_yaml(config: SwapConfig) -> str:
+    """The settings as YAML, in field order: what `--print-config` prints and `config.yaml` holds; `--config`
+    reads it back to the same settings."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def default_run_name(config: SwapConfig) -> str:
@@ -210,6 +218,8 @@ def validate(c: SwapConfig) -> None:
         problems.append(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {c.ensemble!r}")
     if c.save_images not in SAVE_IMAGES:
         problems.append(f"--save-images must be one of {', '.join(SAVE_IMAGES)}, got {c.save_images!r}")
+    if problem := heldout_problem(c.heldout, c.segmenters):
+        problems.append(problem)
     try:
         members = parse_ensemble_spec(c.segmenters)
         if sum(w for _, w in members) <= 0 or any(w < 0 for _, w in members):

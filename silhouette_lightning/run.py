@@ -16,6 +16,7 @@ from silhouette_lightning.config import SwapConfig, comparable
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
+from silhouette_lightning.heldout import load_heldout
 from silhouette_lightning.lightning_setup import (
     check_lightning_settings,
     nodes_did_not_join,
@@ -105,13 +106,14 @@ def nothing_swapped(skipped: list, results: Path) -> str:
     return f"nothing could be swapped: {which}; each reason is in {results}"
 
 
-def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, data=None,
+def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None, callbacks=(), log=eprint, data=None,
         **trainer_kwargs) -> Path:  # fmt: skip
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
     `data`: builds the data module instead of the sources of `--data` (the recovery benchmark generates its
     sources): called as `data(generator=, ensemble=, run_dir=, classes_for=, log=)`.
+    `heldout_model`: an already loaded held-out segmenter (see heldout.py) standing for `config.heldout`.
     """
     cluster = check_lightning_settings(config)
     strategy = trainer_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
@@ -128,6 +130,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     check_class_range(classes_for.all_ids, generator.config.num_classes)
     if ensemble is None:
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
+    if heldout_model is None:
+        heldout_model = load_heldout(config.heldout, size=config.seg_size, pretrained=config.pretrained)
     run_dir = prepare_run_dir(config)
     if data is None:
         log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
@@ -153,7 +157,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     data_dir = datamodule.data_dir
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
                           save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
-                          blend=config.blend, thresholds=config.thresholds)  # fmt: skip
+                          blend=config.blend, thresholds=config.thresholds,
+                          heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
