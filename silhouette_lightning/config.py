@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.fast_path import COMPILE_MODES, normalize_compile
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
 
@@ -31,7 +32,7 @@ class SwapConfig:
     lr: float = 0.1
     betas: tuple[float, float] = (0.5, 0.99)
     seed: int = 0
-    batch_size: int | str = 16  # trajectories per device per step, or "auto" (largest that fits, GPU)
+    batch_size: int | str = "auto"  # trajectories per device per step; auto: largest that fits a GPU, 16 on a CPU
     truncation: float = 0.4
     generator: str = "biggan-deep-128"
     segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
@@ -50,8 +51,8 @@ class SwapConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
-    compile: bool = False  # torch.compile the segmenters for the training steps (GPU: +40% steps/s, slow start)
+    precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py)
+    compile: bool | str = "auto"  # torch.compile for the training steps: none|ensemble|all; auto: ensemble on a GPU
     pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
 
@@ -155,6 +156,8 @@ def validate(c: SwapConfig) -> None:
             import cv2  # noqa: F401
         except ImportError:
             problems.append("--blend poisson needs OpenCV: pip install opencv-python-headless")
+    if normalize_compile(c.compile) not in ("auto", *COMPILE_MODES):
+        problems.append(f"--compile must be one of auto, {', '.join(COMPILE_MODES)}, got {c.compile!r}")
     if c.image_every < 0:
         problems.append(f"--image-every must be >= 0, got {c.image_every}")
     if c.loss not in LOSSES:

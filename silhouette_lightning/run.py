@@ -14,6 +14,7 @@ from silhouette_lightning.classes import parse_class_list, resolve_imagenet_clas
 from silhouette_lightning.config import SwapConfig
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.fast_path import resolve_machine_defaults, use_compile_cache
 from silhouette_lightning.files import atomic_write_text
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
@@ -103,6 +104,9 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     check_class_range(classes_for.all_ids, generator.config.num_classes)
     if ensemble is None:
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
+    config = resolve_machine_defaults(config)
+    if config.compile != "none":
+        use_compile_cache()
     run_dir = prepare_run_dir(config)
     log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
 
@@ -114,7 +118,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     module = SilhouetteSwap(
         generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
         truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
-        hparams=config.to_dict(), compile_ensemble=config.compile,
+        hparams=config.to_dict(), compile=config.compile,
     )  # fmt: skip
     data = SwapData(
         sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
