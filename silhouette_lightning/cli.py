@@ -10,6 +10,7 @@ import torch
 
 from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, config_yaml, load_yaml
 from silhouette_lightning.errors import UsageError, WeightsError
+from silhouette_lightning.fast_path import COMPILE_MODES
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 
 
@@ -59,7 +60,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     a("--steps", type=int, help=f"Adam steps per trajectory (default {d.steps})")
     a("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
     a("--seed", type=int, help=f"run seed; each trajectory's seed derives from it (default {d.seed})")
-    a("--batch-size", type=_int_or_auto, help=f"trajectories per device per step, or auto (default {d.batch_size})")
+    a("--batch-size", type=_int_or_auto, help="trajectories per device per step, or auto: the largest that fits the GPU, 16 on a CPU "
+      f"(default {d.batch_size})")  # fmt: skip
     a("--truncation", type=float, help=f"BigGAN truncation in (0, 1] (default {d.truncation})")
     a("--generator", help=f"biggan-deep-128|256|512 or a folder with config.json + pytorch_model.bin "
       f"(default {d.generator})")  # fmt: skip
@@ -83,14 +85,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--devices", type=_devices, help=f"devices per node, or auto (default {d.devices})")
     g.add_argument("--num-nodes", type=int, help=f"machines (default {d.num_nodes})")
     g.add_argument("--strategy", help=f"auto, ddp, ... (default {d.strategy})")
-    g.add_argument("--precision", help=f"32-true or bf16-mixed (GPUs); 16-bit float is refused, see README "
-                   f"(default {d.precision})")  # fmt: skip
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="torch.compile the segmenters: about 40%% more steps/s on a GPU after 1-2 minutes of compiling",
-    )
+    g.add_argument("--precision", help=f"32-true, bf16-mixed, or auto: bf16-mixed on a GPU that has it, else "
+                   f"32-true; 16-bit float is refused, see README (default {d.precision})")  # fmt: skip
+    g.add_argument("--compile", nargs="?", const="ensemble", choices=("auto", *COMPILE_MODES),
+                   help="torch.compile for the training steps: the segmenters (ensemble, about 40%% more steps/s on a "
+                   "GPU after 1-2 minutes of compiling, cached for later runs), the whole scoring step (all), or "
+                   f"none; auto: ensemble on a GPU, none on a CPU (default {d.compile})")  # fmt: skip
+    g.add_argument("--no-compile", dest="compile", action="store_const", const="none", help="same as --compile none")
     return p
 
 

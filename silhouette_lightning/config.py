@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.fast_path import COMPILE_MODES, normalize_compile
 from silhouette_lightning.heldout import DEFAULT_HELDOUT, heldout_problem
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
@@ -21,7 +22,13 @@ SAVE_IMAGES = ("none", "best", "all")
 # Lightning's name. "16-mixed" is left out: its gradient scaler skips the whole [G, Z] step when any row
 # overflows and carries its scale from chunk to chunk; "16-true" overflows without a scaler; "64-true" is
 # not worth its cost. bf16 has float32's exponent range, so it needs no scaler.
-PRECISIONS: dict[str, str] = {"32-true": "32-true", "32": "32-true", "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed"}
+PRECISIONS: dict[str, str] = {
+    "auto": "auto",
+    "32-true": "32-true",
+    "32": "32-true",
+    "bf16-mixed": "bf16-mixed",
+    "bf16": "bf16-mixed",
+}
 # Four times the 520 px the segmenters were trained at; activation memory grows with the square of the size, so a
 # larger value only fails later with an out-of-memory error.
 MAX_SEG_SIZE = 2048
@@ -40,7 +47,7 @@ class SwapConfig:
     lr: float = 0.1
     betas: tuple[float, float] = (0.5, 0.99)
     seed: int = 0
-    batch_size: int | str = 16  # trajectories per device per step, or "auto" (largest that fits, GPU)
+    batch_size: int | str = "auto"  # trajectories per device per step; auto: largest that fits a GPU, 16 on a CPU
     truncation: float = 0.4
     generator: str = "biggan-deep-128"
     segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
@@ -61,8 +68,8 @@ class SwapConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
-    compile: bool = False  # torch.compile the segmenters for the training steps (GPU: +40% steps/s, slow start)
+    precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py)
+    compile: bool | str = "auto"  # torch.compile for the training steps: none|ensemble|all; auto: ensemble on a GPU
     pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
 
@@ -205,6 +212,8 @@ def validate(c: SwapConfig) -> None:
     if not (isinstance(t, (list, tuple)) and t and all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                        and 0 < x <= 1 for x in t)):  # fmt: skip
         problems.append(f"--thresholds must be one or more IoU levels in (0, 1], like 0.5,0.75,0.9; got {t!r}")
+    if normalize_compile(c.compile) not in ("auto", *COMPILE_MODES):
+        problems.append(f"--compile must be one of auto, {', '.join(COMPILE_MODES)}, got {c.compile!r}")
     if c.image_every < 0:
         problems.append(f"--image-every must be >= 0, got {c.image_every}")
     if c.precision not in PRECISIONS:

@@ -15,6 +15,7 @@ from silhouette_lightning.classes import parse_class_list, resolve_imagenet_clas
 from silhouette_lightning.config import SwapConfig, comparable
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.fast_path import resolve_machine_defaults, use_compile_cache
 from silhouette_lightning.files import atomic_write_text
 from silhouette_lightning.heldout import load_heldout
 from silhouette_lightning.lightning_setup import (
@@ -115,6 +116,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
     sources): called as `data(generator=, ensemble=, run_dir=, classes_for=, log=)`.
     `heldout_model`: an already loaded held-out segmenter (see heldout.py) standing for `config.heldout`.
     """
+    config = resolve_machine_defaults(config)  # "auto" precision and compile: this machine's choice
     cluster = check_lightning_settings(config)
     strategy = trainer_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
     if data is None:
@@ -132,6 +134,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
     if heldout_model is None:
         heldout_model = load_heldout(config.heldout, size=config.seg_size, pretrained=config.pretrained)
+    if config.compile != "none":
+        use_compile_cache()
     run_dir = prepare_run_dir(config)
     if data is None:
         log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
@@ -144,7 +148,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
     module = SilhouetteSwap(
         generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
         truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
-        hparams=config.to_dict(), compile_ensemble=config.compile,
+        hparams=config.to_dict(), compile=config.compile,
     )  # fmt: skip
     if data is None:
         datamodule = SwapData(
