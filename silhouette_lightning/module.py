@@ -50,7 +50,7 @@ class SilhouetteSwap(LightningModule):
         ensemble_mode: str = "probs",
         frames: int = 6,
         hparams: dict | None = None,
-        compile_ensemble: bool = False,
+        compile: str = "none",
     ) -> None:
         super().__init__()
         if hparams:
@@ -66,9 +66,16 @@ class SilhouetteSwap(LightningModule):
         self.iou_metric = MeanIoU()
         self.finished_chunk: dict | None = None
         self.z = nn.Parameter(torch.zeros(batch_size, self.z_dim))  # resized to the global chunk in setup
-        # torch.compile of the ensemble for the training steps only (one shape: chunks are padded); pictures
-        # and target maps use the plain module. Not a registered submodule: it shares the ensemble's weights.
-        object.__setattr__(self, "_segment", torch.compile(ensemble, dynamic=False) if compile_ensemble else ensemble)
+        # torch.compile for the training steps only (one shape: chunks are padded); pictures and target maps
+        # use the plain modules. "ensemble": the segmenters; "all": the whole scoring step (generator, segmenters,
+        # loss and IoU in one graph). Not registered submodules: they share the networks' weights.
+        if compile not in ("none", "ensemble", "all"):
+            raise ValueError(f"compile must be none, ensemble or all, got {compile!r}")
+        object.__setattr__(
+            self, "_segment", torch.compile(ensemble, dynamic=False) if compile == "ensemble" else ensemble
+        )
+        object.__setattr__(self, "_score", torch.compile(self._score_eager, dynamic=False) if compile == "all"
+                           else self._score_eager)  # fmt: skip
 
     def setup(self, stage: str) -> None:
         """Size the chunk to batch x world size (known only now); DDP wraps the module after this."""
@@ -91,6 +98,9 @@ class SilhouetteSwap(LightningModule):
 
     def score(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """(loss [B], IoU [B]) of latents `z` [B, Z] against target maps `[B, S, S]`."""
+        return self._score(z, class_ids, channels, targets)
+
+    def _score_eager(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         logits = self._segment(self.generate(z, class_ids))  # [M, B, C, S, S]
         weights = self.ensemble.weights
         loss = trajectory_loss(logits, weights, targets, channels, loss=self.loss_name, mode=self.ensemble_mode)
