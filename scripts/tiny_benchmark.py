@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's package (not an installed one) and the test models
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     from silhouette_lightning.errors import UsageError
     from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--heldout" not in argv:
+        argv += ["--heldout", "none"]  # no tiny stand-in for the held-out segmenter's weights
     try:
         settings, variants, base = parse_args(argv)
         size = next((layer["seg_size"] for layer in reversed(base) if layer.get("seg_size")), 32)

@@ -1,6 +1,7 @@
 """`train.py benchmark --compare`: variants as separate resumable runs, one side-by-side table from their outputs."""
 
 import json
+from html.parser import HTMLParser
 
 import pytest
 from conftest import decisive_ensemble, read_csv
@@ -11,6 +12,22 @@ from silhouette_lightning.cli import main
 from silhouette_lightning.variants import Variant, parse_key_values, parse_variants
 
 
+class LinkParser(HTMLParser):
+    """The `src` of every image and the `href` of every link of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.links = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "a":
+            self.links.append(attrs["href"])
+        assert tag not in ("script", "link", "iframe"), f"an external resource: <{tag}>"
+
+
 def bench_args(cli_args, *extra, name="bench"):
     return ["benchmark", *cli_args("--save-images", "best", "--image-every", "0", name=name), *extra]
 
@@ -19,7 +36,7 @@ def tiny_flags(tmp_path, mask_folder, *extra, name="bench"):
     """A small benchmark on in-memory tiny models: 3 masks x 2 classes x 2 restarts, 4 steps."""
     return ["--data", str(mask_folder), "--masks", "--classes", "1,3", "--restarts", "2", "--steps", "4",
             "--batch-size", "4", "--seg-size", "32", "--out", str(tmp_path / "out"), "--name", name,
-            "--accelerator", "cpu", "--save-images", "none", "--image-every", "0", *extra]  # fmt: skip
+            "--accelerator", "cpu", "--save-images", "none", "--image-every", "0", "--heldout", "none", *extra]  # fmt: skip
 
 
 def run_tiny(argv, generator, ensemble, log):
@@ -62,6 +79,12 @@ def test_compare_writes_one_row_set_per_variant_from_their_own_outputs(tmp_path,
     md = (root / "compare.md").read_text()
     assert md.count("| loss=mse |") == 3 and "success ≥0.5" in md
     assert Image.open(root / "compare_curves.png").size[0] > 300
+    # The page: every picture embedded, every link a file of the benchmark.
+    page = LinkParser()
+    page.feed((root / "compare.html").read_text())
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.links) >= 4 and all((root / link).is_file() for link in page.links), page.links
+    assert {"loss=mse/results.csv", "loss=mse/report.html"} <= set(page.links)
 
     # Re-running skips the finished variants and writes the same table.
     before = (root / "compare.csv").read_text()

@@ -15,7 +15,7 @@ from silhouette_lightning.results import load_records
 def recovery_flags(tmp_path, *extra, name="rec"):
     return ["--recovery", "--classes", "1,4", "--restarts", "3", "--steps", "10", "--shifts", "0,4",
             "--rotations", "0,20", "--batch-size", "8", "--seg-size", "32", "--out", str(tmp_path / "out"),
-            "--name", name, "--accelerator", "cpu", "--save-images", "best", "--image-every", "0", *extra]  # fmt: skip
+            "--name", name, "--accelerator", "cpu", "--save-images", "best", "--image-every", "0", "--heldout", "none", *extra]  # fmt: skip
 
 
 def run_tiny(argv, generator, ensemble, log=lambda *a: None, **kwargs):
