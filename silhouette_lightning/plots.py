@@ -91,7 +91,7 @@ def plot_curves(stats: list[dict] | Mapping[str, list[dict]], path: Path, *, tit
         n = first.get((c, ALL), {}).get("summary", {}).get("trajectories")
         ax.set_title(_label(c, classes[c]) + (f"  (n={n})" if n is not None and len(scoped) == 1 else ""),
                      fontsize=9, fontweight="bold" if c == ALL else "normal")  # fmt: skip
-        ax.set_ylim(0, 1)
+        ax.set_ylim(-0.02, 1.02)  # a curve at 0 or 1 stays visible off the frame
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)

@@ -139,6 +139,9 @@ def build_report(run_dir: Path, stats: list[dict] | None = None) -> str:
     summary = {"(source, class) pairs": len(ok), "failed pairs": len(failed), "skipped sources": len(skipped),
                "sources": len({r["source"] for r in ok}), "classes": len({r["class_id"] for r in ok}),
                "mean best IoU": _number(mean_iou)}  # fmt: skip
+    heldout = [float(r["heldout_iou"]) for r in ok if r.get("heldout_iou")]
+    if heldout:
+        summary["mean held-out IoU"] = _number(sum(heldout) / len(heldout))
     parts.append(_table(list(summary), [summary], text_columns=set()))
 
     by_scope_stats = by_scope(stats) if stats else {}
@@ -171,6 +174,8 @@ def build_report(run_dir: Path, stats: list[dict] | None = None) -> str:
         parts.append("<h2>Every (source, class)</h2>")
         columns = ["source", "subject", "class_id", "class_name", "best_iou", "best_restart", "best_step", "status",
                    "output"]  # fmt: skip
+        if any(r.get("heldout_iou") for r in results):  # scored by a segmenter the search never saw
+            columns.insert(5, "heldout_iou")
         linked = [r | {"output": _link(run_dir, r.get("output_dir", ""), "folder") if r.get("output_dir") else ""}
                   for r in results]  # fmt: skip
         table = _table(columns, linked, text_columns={"source", "subject", "class_name", "status", "output"},

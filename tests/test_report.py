@@ -62,7 +62,8 @@ def synthetic_run(run_dir: Path) -> Path:
         if r["restart"] == 0:
             out = f"swaps/{r['source'].replace('/', '__')}/{r['class_id']}"
             results.append({"source": r["source"], "subject": r["subject"], "class_id": r["class_id"],
-                            "best_iou": f"{r['iou_history'].max():.6f}", "status": "ok", "output_dir": out})  # fmt: skip
+                            "best_iou": f"{r['iou_history'].max():.6f}", "heldout_iou": "0.25", "status": "ok",
+                            "output_dir": out})  # fmt: skip
     (run_dir / results[0]["output_dir"]).mkdir(parents=True)  # the others' folders do not exist
     write_csv(run_dir / "results.csv", RESULT_COLUMNS, results)
     return write_report(run_dir)
@@ -76,6 +77,7 @@ def test_report_is_self_contained_and_links_only_what_exists(tmp_path):
     assert swap_links == ["swaps/dog__a.png/1/"]
     text = (tmp_path / "report.html").read_text()
     assert "golden retriever" in text and "convergence.csv" in text
+    assert "mean held-out IoU" in text and "heldout_iou" in text
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium (Debian package) not installed")
