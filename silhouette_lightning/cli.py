@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--accelerator", help=f"cpu, gpu, auto (default {d.accelerator})")
     g.add_argument("--devices", type=_devices, help=f"devices per node, or auto (default {d.devices})")
     g.add_argument("--num-nodes", type=int, help=f"machines (default {d.num_nodes})")
-    g.add_argument("--strategy", help=f"auto, ddp, ... (default {d.strategy})")
+    g.add_argument("--strategy", help=f"auto, ddp or another DDP variant (gradients are summed across devices) "
+                   f"(default {d.strategy})")  # fmt: skip
     g.add_argument("--precision", help=f"32-true or bf16-mixed (GPUs); 16-bit float is refused, see README "
                    f"(default {d.precision})")  # fmt: skip
     g.add_argument(

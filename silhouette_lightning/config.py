@@ -169,6 +169,10 @@ def validate(c: SwapConfig) -> None:
             f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r} (16-bit float gradient "
             "scaling would tie trajectories together; use bf16-mixed on GPUs)"
         )
+    from silhouette_lightning.distributed import strategy_problem  # imports Lightning: only when checking
+
+    if problem := strategy_problem(c.strategy):
+        problems.append(problem)
     if c.loss not in LOSSES:
         problems.append(f"--loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
     if c.ensemble not in ENSEMBLE_MODES:

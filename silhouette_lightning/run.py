@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
 from silhouette_lightning.config import SwapConfig
 from silhouette_lightning.data import SwapData
+from silhouette_lightning.distributed import build_strategy
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
 from silhouette_lightning.models.biggan import load_generator
@@ -125,7 +126,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
                           save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels,
                           blend=config.blend)  # fmt: skip
     trainer = Trainer(
-        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=build_strategy(config),
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
