@@ -7,6 +7,7 @@ import sys
 
 from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, load_yaml
 from silhouette_lightning.errors import UsageError, WeightsError
+from silhouette_lightning.framing import FITS
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 
 
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
       f"(default {d.generator})")  # fmt: skip
     a("--segmenters", help=f"torchvision VOC segmenters with weights (default {d.segmenters})")
     a("--seg-size", type=int, help=f"segmenter input size in px (default {d.seg_size})")
+    a("--fit", choices=FITS, help="non-square photos and masks to the square the networks see: pad (keep all, "
+      f"gray margins), crop (centre square) or stretch (squash) (default {d.fit})")  # fmt: skip
     a("--ensemble", choices=ENSEMBLE_MODES, help=f"how segmenters combine (default {d.ensemble})")
     a("--loss", choices=LOSSES, help=f"silhouette loss on the subject channel (default {d.loss})")
     a("--frames", type=int, help=f"latents kept per trajectory for strips and animations (default {d.frames})")

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.framing import FITS
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
 
@@ -41,6 +42,7 @@ class SwapConfig:
     generator: str = "biggan-deep-128"
     segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
     seg_size: int = 256
+    fit: str = "pad"  # non-square photos and masks to the networks' square: pad | crop | stretch (framing.py)
     ensemble: str = "probs"
     loss: str = "mse"
     frames: int = 6  # latents kept per trajectory for the progress strip and animation
@@ -173,6 +175,8 @@ def validate(c: SwapConfig) -> None:
 
     if problem := strategy_problem(c.strategy):
         problems.append(problem)
+    if c.fit not in FITS:
+        problems.append(f"--fit must be one of {', '.join(FITS)}, got {c.fit!r}")
     if c.loss not in LOSSES:
         problems.append(f"--loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
     if c.ensemble not in ENSEMBLE_MODES:

@@ -120,17 +120,18 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     data = SwapData(
         sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
         seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
-        seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
+        seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), fit=config.fit, log=log,
     )  # fmt: skip
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
                           save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels,
-                          blend=config.blend)  # fmt: skip
+                          blend=config.blend, fit=config.fit)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=build_strategy(config),
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[writer, ImagePanels(config.image_every, data_dir=Path(config.data), max_pixels=config.max_pixels),
+        callbacks=[writer, ImagePanels(config.image_every, data_dir=Path(config.data), max_pixels=config.max_pixels,
+                                       fit=config.fit),
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(module, datamodule=data)

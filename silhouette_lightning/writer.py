@@ -56,10 +56,10 @@ class ResultWriter(Callback):
     """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
 
     def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
-                 data_dir: Path | None, max_pixels: int, blend: str = "soft") -> None:  # fmt: skip
+                 data_dir: Path | None, max_pixels: int, blend: str = "soft", fit: str = "pad") -> None:  # fmt: skip
         self.run_dir, self.plan = Path(run_dir), plan
         self.generator_spec, self.truncation, self.save_images = generator_spec, truncation, save_images
-        self.data_dir, self.max_pixels, self.blend = data_dir, max_pixels, blend
+        self.data_dir, self.max_pixels, self.blend, self.fit = data_dir, max_pixels, blend, fit
         self.records: dict = {}
         self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silhouette-writer")
@@ -180,7 +180,7 @@ class ResultWriter(Callback):
             atomic_save_image(pictures.to_pil(target), out / "target.png")
             photo = self._photo(best["source"])
             if photo is not None:
-                mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson")
+                mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson", fit=self.fit)
                 atomic_save_image(pictures.to_pil(mixed), out / "composite.png")
             if self.save_images == "all":
                 captions = [f"step {s}" for s in best["frame_steps"]]
