@@ -62,19 +62,24 @@ def _is_ddp(name: str) -> bool:
 
 def build_strategy(config) -> str | SummingDDPStrategy:
     """The Trainer's `strategy` for a run's settings: a `SummingDDPStrategy` (with the options of the DDP
-    variant asked for) whenever more than one process may run, else the single-process name as given.
+    variant asked for, and the rendezvous timeout of `lightning_setup.node_timeout`) whenever more than one
+    process may run, else the single-process name as given.
 
     Raises:
-        UsageError: a strategy other than DDP and single-process ones (FSDP, DeepSpeed, XLA, unknown names).
+        UsageError: a strategy other than DDP and single-process ones (FSDP, DeepSpeed, XLA, unknown names), or a
+            bad `$SILHOUETTE_NODE_TIMEOUT`.
     """
     name = config.strategy
     problem = strategy_problem(name)
     if problem:
         raise UsageError(problem)
+    from silhouette_lightning.lightning_setup import node_timeout  # $SILHOUETTE_NODE_TIMEOUT, checked here
+
     many = config.num_nodes > 1 or str(config.devices) != "1"  # "auto", "-1", "0,1", 2, ...
-    if name in _SINGLE_PROCESS:
-        return SummingDDPStrategy() if name == "auto" and many else name
-    return SummingDDPStrategy(**StrategyRegistry[name]["init_params"])
+    if name in _SINGLE_PROCESS and not (name == "auto" and many):
+        return name
+    options = {} if name == "auto" else StrategyRegistry[name]["init_params"]
+    return SummingDDPStrategy(timeout=node_timeout(), **options)
 
 
 def check_summing(strategy, world_size: int) -> None:

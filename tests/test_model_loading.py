@@ -295,6 +295,18 @@ def test_download_checks_the_hash_prefix(file_server: Served, tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["ok.bin"]
 
 
+def test_download_progress_is_a_tqdm_bar_for_big_files_only(file_server: Served, tmp_path: Path, capsys) -> None:
+    (file_server.root / "big.bin").write_bytes(bytes(5 << 20))
+    (file_server.root / "small.bin").write_bytes(b"x" * 1000)
+    fetch.download_file(f"{file_server.base_url}/big.bin", tmp_path / "big.bin")
+    err = capsys.readouterr().err
+    assert f"Downloading {file_server.base_url}/big.bin" in err
+    assert "big.bin: 100%" in err and "5.00M/5.00M" in err  # tqdm's bar: name, percentage, sizes in MiB
+    fetch.download_file(f"{file_server.base_url}/small.bin", tmp_path / "small.bin")
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "big.bin").stat().st_size == 5 << 20
+
+
 # ---------------------------------------------------------------- random generators
 
 
