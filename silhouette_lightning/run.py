@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
 from silhouette_lightning.config import SwapConfig, comparable
 from silhouette_lightning.data import SwapData
+from silhouette_lightning.distributed import build_strategy
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.fast_path import resolve_machine_defaults, use_compile_cache
 from silhouette_lightning.files import atomic_write_text
@@ -21,7 +22,6 @@ from silhouette_lightning.heldout import load_heldout
 from silhouette_lightning.lightning_setup import (
     check_lightning_settings,
     nodes_did_not_join,
-    trainer_strategy,
     waiting_message,
 )
 from silhouette_lightning.models.biggan import load_generator
@@ -125,7 +125,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
     """
     config = resolve_machine_defaults(config)  # "auto" precision and compile: this machine's choice
     cluster = check_lightning_settings(config)
-    strategy = trainer_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
+    strategy = build_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
     if data is None:
         if not config.data:
             raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
@@ -161,21 +161,22 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
         datamodule = SwapData(
             sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
             seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
-            seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
+            seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), fit=config.fit, log=log,
         )  # fmt: skip
     else:
         datamodule = data(generator=generator, ensemble=ensemble, run_dir=run_dir, classes_for=classes_for, log=log)
     data_dir = datamodule.data_dir
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
                           save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
-                          blend=config.blend, thresholds=config.thresholds,
+                          blend=config.blend, fit=config.fit, thresholds=config.thresholds,
                           heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels),
+        callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels,
+                                       fit=config.fit),
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
     if config.num_nodes > 1:

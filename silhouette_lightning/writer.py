@@ -60,13 +60,13 @@ class ResultWriter(Callback):
     """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
 
     def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
-                 data_dir: Path | None, max_pixels: int, blend: str = "soft",
+                 data_dir: Path | None, max_pixels: int, blend: str = "soft", fit: str = "pad",
                  thresholds: list[float] = DEFAULT_THRESHOLDS, heldout=None, heldout_name: str | None = None) -> None:  # fmt: skip
         """`heldout`: the held-out segmenter (heldout.py) that scores each best image, named `heldout_name`."""
         self.run_dir, self.plan = Path(run_dir), plan
         self.heldout, self.heldout_name = heldout, heldout_name
         self.generator_spec, self.truncation, self.save_images = generator_spec, truncation, save_images
-        self.data_dir, self.max_pixels, self.blend = data_dir, max_pixels, blend
+        self.data_dir, self.max_pixels, self.blend, self.fit = data_dir, max_pixels, blend, fit
         self.thresholds = list(thresholds)
         self.records: dict = {}
         self.histories: dict = {}  # every finished trajectory without its latents: for convergence.csv
@@ -253,7 +253,7 @@ class ResultWriter(Callback):
             atomic_save_image(pictures.to_pil(pictures.mask_overlay(images[0], target)), out / "overlay.png")
             photo = self._photo(best["source"])
             if photo is not None:
-                mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson")
+                mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson", fit=self.fit)
                 atomic_save_image(pictures.to_pil(mixed), out / "composite.png")
             if self.save_images == "all":
                 captions = [f"step {s}" for s in best["frame_steps"]]

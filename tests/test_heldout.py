@@ -37,7 +37,7 @@ def test_heldout_iou_equals_an_independent_computation(cli_args, tmp_path, heldo
     heldout = [float(r["heldout_iou"]) for r in rows]
     for row, score in zip(rows, heldout, strict=True):
         latent_file = run / row["output_dir"] / "latent.pt"
-        expected = independent_heldout_iou(heldout_checkpoint, latent_file, target_path(run / "targets", row["source"]),
+        expected = independent_heldout_iou(heldout_checkpoint, latent_file, target_path(run / "targets" / "pad", row["source"]),
                                            size=64)  # fmt: skip
         assert abs(score - expected) <= 1e-6, (row["source"], row["class_id"], score, expected)
         latent = torch.load(latent_file, weights_only=True)
