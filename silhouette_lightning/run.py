@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
 from silhouette_lightning.config import SwapConfig, comparable
@@ -20,6 +19,7 @@ from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
 from silhouette_lightning.sources import IMAGE_SUFFIXES, discover_sources
 from silhouette_lightning.tb_images import ImagePanels
+from silhouette_lightning.tb_steps import ContinuedTensorBoardLogger, ReserveSteps
 from silhouette_lightning.writer import ResultWriter
 
 # Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
@@ -140,9 +140,9 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
-        logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+        logger=ContinuedTensorBoardLogger(run_dir),
         callbacks=[writer, ImagePanels(config.image_every, data_dir=Path(config.data), max_pixels=config.max_pixels),
-                   *callbacks], **trainer_kwargs,
+                   ReserveSteps(), *callbacks], **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
     if not data.plan.trajectories:
