@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from silhouette_lightning.lightning_setup import (
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
+from silhouette_lightning.run_lock import first_process, run_folder_lock
 from silhouette_lightning.sources import IMAGE_SUFFIXES, discover_sources
 from silhouette_lightning.tb_images import ImagePanels
 from silhouette_lightning.tb_steps import ContinuedTensorBoardLogger, ReserveSteps
@@ -107,9 +109,18 @@ def nothing_swapped(skipped: list, results: Path) -> str:
     return f"nothing could be swapped: {which}; each reason is in {results}"
 
 
-def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None, callbacks=(), log=eprint, data=None,
-        **trainer_kwargs) -> Path:  # fmt: skip
+def run(config: SwapConfig, **kwargs) -> Path:
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
+
+    Keywords as `run_job`'s. Another run on the same folder at the same time is refused (run_lock.py).
+    """
+    with contextlib.ExitStack() as held:
+        return run_job(config, held, **kwargs)
+
+
+def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, ensemble=None, heldout_model=None,
+            callbacks=(), log=eprint, data=None, **trainer_kwargs) -> Path:  # fmt: skip
+    """The job of `run`; `held` keeps the run folder's lock until the caller's end.
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
     `data`: builds the data module instead of the sources of `--data` (the recovery benchmark generates its
@@ -127,6 +138,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
             raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
                              "by subject (DIR/dog/*.png)")  # fmt: skip
     classes_for = class_chooser(config)
+    if first_process():  # before any weights load: a second run on the folder fails at once
+        held.enter_context(run_folder_lock(config.run_dir))
     if generator is None:
         generator = load_generator(config.generator)
     check_class_range(classes_for.all_ids, generator.config.num_classes)

@@ -114,3 +114,36 @@ def test_resumed_run_counts_pairs_and_continues_tensorboard_steps(cli_args, tmp_
     killed, resumed = steps
     assert killed and max(killed) < 4, "the killed run got through one chunk: 3 steps + 1 scoring step"
     assert resumed == list(range(4, 12)), "the resumed run's steps go on from the killed run's"
+
+
+def test_second_run_on_a_folder_in_use_fails_at_once_and_names_the_first(cli_args, tmp_path, monkeypatch, capsys):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from silhouette_lightning import run as run_module
+
+    run_dir = tmp_path / "out" / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from silhouette_lightning.run_lock import run_folder_lock\n"
+         f"with run_folder_lock({str(run_dir)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+
+        def no_load(*args, **kwargs):
+            raise AssertionError("weights were loaded for a run that cannot start")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(run_module, "load_generator", no_load)
+            assert main(_args(cli_args)) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid} on {socket.gethostname()}" in err and "--name" in err and "Traceback" not in err
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed holder's lock file stays, and must not block
+        holder.wait()
+    assert (run_dir / ".lock").exists()
+    assert main(_args(cli_args, "--save-images", "none")) == 0
