@@ -147,3 +147,34 @@ def test_second_run_on_a_folder_in_use_fails_at_once_and_names_the_first(cli_arg
         holder.wait()
     assert (run_dir / ".lock").exists()
     assert main(_args(cli_args, "--save-images", "none")) == 0
+
+
+def test_full_disk_says_which_file_keeps_results_and_resumes(cli_args, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from silhouette_lightning import files
+
+    args = _args(cli_args, "--save-images", "none")
+    args[args.index("--batch-size") + 1] = "2"  # 3 chunks of one (source, class) pair each
+    original, written = files._write_synced, []
+
+    def disk_full_at_second_records_file(fd, data, path):
+        if path.name.startswith("part-"):
+            written.append(path)
+            if len(written) == 2:
+                os.close(fd)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(fd, data, path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(files, "_write_synced", disk_full_at_second_records_file)
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "stopped:" not in err
+    [line] = [line for line in err.splitlines() if "No space left on device" in line]
+    assert str(written[1]) in line and "finished results are kept" in line and "same command" in line
+    assert [r["status"] for r in read_csv(tmp_path / "out" / "run" / "results.csv")] == ["ok"]
+
+    assert main(args) == 0
+    assert "1 of 3 (source, class) pairs already done, 2 to go" in capsys.readouterr().err
+    assert [r["status"] for r in read_csv(tmp_path / "out" / "run" / "results.csv")] == ["ok"] * 3
