@@ -9,7 +9,7 @@ import sys
 import torch
 
 from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, config_yaml, load_yaml
-from silhouette_lightning.errors import UsageError, WeightsError
+from silhouette_lightning.errors import OutputError, UsageError, WeightsError
 from silhouette_lightning.fast_path import COMPILE_MODES
 from silhouette_lightning.framing import FITS
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         run(config)
     except (UsageError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OutputError as e:
+        print(f"error: cannot write {e.filename}: {e.strerror}; finished results are kept: make room (or fix the "
+              "folder) and run the same command again to resume", file=sys.stderr)  # fmt: skip
         return 2
     except torch.OutOfMemoryError:
         print("error: out of memory on the device: pass a smaller --batch-size (or auto) or --seg-size; finished "

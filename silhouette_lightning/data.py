@@ -186,6 +186,20 @@ class SwapData(LightningDataModule):
         self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
         if not self.pending:  # nothing to fit: no empty epoch (and none of Lightning's zero-length warnings)
             self.trainer.limit_train_batches = 0
+        if self.trainer is None or self.trainer.is_global_zero:
+            self._say_what_is_left()
+
+    def _say_what_is_left(self) -> None:
+        """On a re-run: how many (source, class) pairs earlier runs finished and how many remain."""
+        pairs = {t.group for t in self.plan.trajectories}
+        left = {self.plan.trajectories[i].group for i in self.pending}
+        if len(left) == len(pairs) and len(self.pending) == len(self.plan.trajectories):
+            return  # a fresh run
+        if not left:
+            self.log(f"all {len(pairs)} (source, class) pairs already done; the tables are written again")
+        else:
+            self.log(f"resuming: {len(pairs) - len(left)} of {len(pairs)} (source, class) pairs already done, "
+                     f"{len(left)} to go")  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -9,7 +10,6 @@ from pathlib import Path
 import torch
 import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
 from silhouette_lightning.config import SwapConfig, comparable
@@ -27,8 +27,10 @@ from silhouette_lightning.lightning_setup import (
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
+from silhouette_lightning.run_lock import first_process, run_folder_lock
 from silhouette_lightning.sources import IMAGE_SUFFIXES, discover_sources
 from silhouette_lightning.tb_images import ImagePanels
+from silhouette_lightning.tb_steps import ContinuedTensorBoardLogger, ReserveSteps
 from silhouette_lightning.writer import ResultWriter
 
 # Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
@@ -114,9 +116,18 @@ def nothing_swapped(skipped: list, results: Path) -> str:
     return f"nothing could be swapped: {which}; each reason is in {results}"
 
 
-def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None, callbacks=(), log=eprint, data=None,
-        **trainer_kwargs) -> Path:  # fmt: skip
+def run(config: SwapConfig, **kwargs) -> Path:
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
+
+    Keywords as `run_job`'s. Another run on the same folder at the same time is refused (run_lock.py).
+    """
+    with contextlib.ExitStack() as held:
+        return run_job(config, held, **kwargs)
+
+
+def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, ensemble=None, heldout_model=None,
+            callbacks=(), log=eprint, data=None, **trainer_kwargs) -> Path:  # fmt: skip
+    """The job of `run`; `held` keeps the run folder's lock until the caller's end.
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
     `data`: builds the data module instead of the sources of `--data` (the recovery benchmark generates its
@@ -134,6 +145,8 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
             raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
                              "by subject (DIR/dog/*.png)")  # fmt: skip
     classes_for = class_chooser(config)
+    if first_process():  # before any weights load: a second run on the folder fails at once
+        held.enter_context(run_folder_lock(config.run_dir))
     if generator is None:
         generator = load_generator(config.generator)
     check_class_range(classes_for.all_ids, generator.config.num_classes)
@@ -174,10 +187,10 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
-        logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+        logger=ContinuedTensorBoardLogger(run_dir),
         callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels,
                                        fit=config.fit),
-                   *callbacks], **trainer_kwargs,
+                   ReserveSteps(), *callbacks], **trainer_kwargs,
     )  # fmt: skip
     if config.num_nodes > 1:
         log(waiting_message(config, cluster))

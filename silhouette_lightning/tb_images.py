@@ -51,7 +51,8 @@ class ImagePanels(Callback):
             composite = pictures.composite(background, images[i], maps[i], fit=self.fit)
             panel = pictures.tensorboard_panel(background, target, images[i], maps[i], composite, size=self.size)
             tag = f"swaps/{trajectory.source_key}/{trajectory.class_id}"
-            trainer.logger.experiment.add_image(tag, panel, trainer.global_step)
+            step = trainer.global_step + getattr(trainer.logger, "step_offset", 0)  # continued on resume
+            trainer.logger.experiment.add_image(tag, panel, step)
 
     def _photo(self, key: str, masks: bool):
         if key not in self._photos:

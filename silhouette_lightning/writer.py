@@ -20,7 +20,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from silhouette_lightning import pictures
 from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
 from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, log_convergence, write_convergence
-from silhouette_lightning.errors import SourceError
+from silhouette_lightning.errors import OutputError, SourceError
 from silhouette_lightning.files import atomic_save_image
 from silhouette_lightning.heldout import heldout_iou
 from silhouette_lightning.plots import write_plots
@@ -102,8 +102,13 @@ class ResultWriter(Callback):
         """Ctrl-C (or a crash): everything finished is already on disk; say so and how to go on."""
         if self.plan is None:
             return
-        self._drain()
-        self._write_tables()
+        try:  # keep what is finished; a second failure (the same full disk) must not hide the first
+            self._drain()
+            self._write_tables()
+        except OSError:
+            pass
+        if isinstance(exception, OutputError):
+            return  # the error's own line says which file and that finished results are kept
         done = len(self.complete)
         print(f"\nstopped: {done} (source, class) result(s) are saved in {self.run_dir / 'results.csv'}; run the same "
               "command again to resume where it stopped", file=sys.stderr, flush=True)  # fmt: skip
