@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
+from silhouette_lightning.setting_types import type_problems
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 SAVE_IMAGES = ("none", "best", "all")
@@ -28,13 +30,14 @@ class SwapConfig:
     data: str | None = None  # folder of source photos or masks
     masks: bool = False  # the files are silhouettes (white subject on black): no source segmentation
     subject: str | None = None  # VOC class of every source; default: folder name, else the photo's largest
-    classes: list[str | int] | None = None  # ImageNet ids or names; default: per subject, configs/classes.yaml
+    # ImageNet ids or names: a list, one id, or the CLI's comma-separated text; default: per subject, classes.yaml
+    classes: str | int | list[str | int] | None = None
     restarts: int = 8
     steps: int = 25
     lr: float = 0.1
     betas: tuple[float, float] = (0.5, 0.99)
     seed: int = 0
-    batch_size: int | str = 16  # trajectories per device per step, or "auto" (largest that fits, GPU)
+    batch_size: int | Literal["auto"] = 16  # trajectories per device per step, or "auto" (largest that fits, GPU)
     truncation: float = 0.4
     generator: str = "biggan-deep-128"
     segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
@@ -105,7 +108,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UsageError(f"config file {path} not found (bundled configs: {', '.join(bundled_configs())})")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+                         "save it as UTF-8") from None  # fmt: skip
     except yaml.YAMLError as e:
         raise UsageError(f"config file {p} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -129,16 +135,21 @@ def build_config(*layers: dict[str, Any]) -> SwapConfig:
                 raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
             if value is not None:
                 values[key] = value
-    if "betas" in values:
-        values["betas"] = tuple(values["betas"])
     config = SwapConfig(**values)
     validate(config)
+    # Only now that the types are known good: the canonical forms (a YAML list of betas, a whole-number lr).
+    config.betas = tuple(float(b) for b in config.betas)
+    for name, annotation in typing.get_type_hints(SwapConfig).items():
+        if annotation is float:
+            setattr(config, name, float(getattr(config, name)))
     return config
 
 
 def validate(c: SwapConfig) -> None:
-    """Out-of-range settings are usage errors, found before any work."""
-    problems = []
+    """Settings of the wrong type (from their annotations) or out of range are usage errors, found before any work."""
+    problems = type_problems(c)
+    if problems:  # the range checks below assume the types
+        raise UsageError("; ".join(problems))
     if not 0 < c.truncation <= 1:
         problems.append(f"--truncation must be in (0, 1], got {c.truncation}")
     for name in ("restarts", "steps", "seg_size", "frames", "num_nodes", "max_pixels"):
