@@ -130,3 +130,24 @@ def test_non_finite_flags_are_refused(cli_args, capsys):
     for value in ("inf", "nan"):
         assert main(cli_args("--lr", value)) == 2
         assert "lr must be a finite number" in _one_line_error(capsys)
+
+
+def test_a_pair_whose_restarts_all_stopped_is_failed(cli_args, tmp_path):
+    """A finite but absurd --lr sends every latent to infinity after its first step: nothing usable was found."""
+    assert main(cli_args("--lr", "1e30", "--save-images", "none")) == 0
+    rows = read_csv(tmp_path / "out" / "run" / "results.csv")
+    assert rows and all(r["stopped_restarts"] == r["restarts"] for r in rows), rows
+    assert all(r["status"].startswith("failed: every restart") for r in rows), [r["status"] for r in rows]
+
+
+def test_help_says_each_default_once(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # help wraps lines
+    assert "(default: None)" not in text
+    assert text.count("(default 8)") == 1 and "Adam learning rate (default 0.1)" in text
+    flags = [word for word in text.split() if word.startswith("--")]
+    for flag in set(flags):
+        help_of_flag = text.split(f"{flag} ", 2)[-1].split(" --", 1)[0]
+        assert help_of_flag.count("default") <= 1, (flag, help_of_flag)
