@@ -27,7 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Swap the subject of each source photo (or silhouette mask) for BigGAN images of chosen "
         "ImageNet classes that fit the same silhouette. Results: OUT/NAME/results.csv, swaps/, TensorBoard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")
