@@ -73,7 +73,8 @@ class SwapConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py)
+    # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py); an int (YAML 32, 16) is checked in validate
+    precision: str | int = "auto"
     compile: bool | str = "auto"  # torch.compile for the training steps: none|ensemble|all; auto: ensemble on a GPU
     pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
