@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
+from silhouette_lightning.classes import class_items
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.fast_path import COMPILE_MODES, normalize_compile
 from silhouette_lightning.heldout import DEFAULT_HELDOUT, heldout_problem
@@ -200,6 +201,12 @@ def validate(c: SwapConfig) -> None:
     problems = type_problems(c)
     if problems:  # the range checks below assume the types
         raise UsageError("; ".join(problems))
+    if c.classes is not None and not class_items(c.classes):
+        problems.append(f"--classes names no class (got {c.classes!r}): give ImageNet ids or names (207,tabby), or "
+                        "leave it out for each subject's default classes")  # fmt: skip
+    if c.name is not None and (c.name in ("", ".", "..") or Path(c.name).name != c.name or "/" in c.name
+                               or "\\" in c.name):  # fmt: skip
+        problems.append(f"--name must be a folder name inside --out, without / or \\ or .., got {c.name!r}")
     if not 0 < c.truncation <= 1:
         problems.append(f"--truncation must be in (0, 1], got {c.truncation}")
     for name in ("restarts", "steps", "seg_size", "frames", "num_nodes", "max_pixels"):

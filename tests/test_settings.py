@@ -151,3 +151,17 @@ def test_help_says_each_default_once(capsys):
     for flag in set(flags):
         help_of_flag = text.split(f"{flag} ", 2)[-1].split(" --", 1)[0]
         assert help_of_flag.count("default") <= 1, (flag, help_of_flag)
+
+
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_a_class_list_naming_no_class_is_an_error(cli_args, tmp_path, value, capsys):
+    assert main(_with(cli_args(), "--classes", value)) == 2
+    assert "--classes names no class" in _one_line_error(capsys)
+    assert not (tmp_path / "out" / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "..", ".", "/tmp/elsewhere"])
+def test_the_run_folder_stays_inside_out(cli_args, tmp_path, name, capsys):
+    assert main(cli_args(name=name)) == 2
+    assert "--name must be a folder name inside --out" in _one_line_error(capsys)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
