@@ -46,7 +46,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or prog_name(),
         description="Swap the subject of each source photo (or silhouette mask) for BigGAN images of chosen "
         "ImageNet classes that fit the same silhouette. Results: OUT/NAME/results.csv, swaps/, TensorBoard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")

@@ -11,7 +11,7 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 
-from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
+from silhouette_lightning.classes import class_items, resolve_imagenet_classes, resolve_voc_class
 from silhouette_lightning.config import SwapConfig, comparable
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.distributed import build_strategy
@@ -53,8 +53,8 @@ def class_chooser(config: SwapConfig):
     """
     items = config.classes
     explicit = None
-    if items:
-        explicit = resolve_imagenet_classes(parse_class_list(items) if isinstance(items, str) else list(items))
+    if items is not None:  # validate refused an empty list: None alone means "the subject's defaults"
+        explicit = resolve_imagenet_classes(class_items(items))
     defaults = {resolve_voc_class(subject): resolve_imagenet_classes(names)
                 for subject, names in config.default_classes.items()}  # fmt: skip
 
