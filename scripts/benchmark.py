@@ -17,6 +17,13 @@ Example (the commands of docs/benchmark.md):
   python scripts/benchmark.py --device cuda --precision 32,bf16 --channels-last both --batch-sizes 1,8,32,64,128 \
       --seg-size 256,128 --json bench.json
 
+`--harness` measures instead what the Lightning harness costs per step: the median time of one latent step of
+a whole `run()` (Trainer, SilhouetteSwap.training_step with its best-so-far tracking, logging, data, writer),
+against the same `score` + summed backward + Adam step in a bare PyTorch loop, both on the same networks and
+batch; the ratio is harness / bare (issue 11's target on tiny CPU models: <= 1.15).
+  python scripts/benchmark.py --harness --generator tiny --segmenters lraspp_mobilenet_v3_large:1 --seg-size 32 \
+      --device cpu --batch-sizes 4,16
+
 Weights are random (`build_random_generator`, `load_ensemble(pretrained=False)`): FLOPs and time do not
 depend on weight values, and no download is needed. Never use this for timing asserts in tests.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import platform
@@ -37,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback
 from torch import Tensor, nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.utils.flop_counter import FlopCounterMode
@@ -106,6 +115,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-note", default=DEFAULT_PEAK_NOTE, help="what --peak-tflops is (printed)")
     p.add_argument("--profile", action="store_true", help="also profile one step of each row: top kernels, GPU busy")
     p.add_argument("--json", type=Path, help="write all results here")
+    p.add_argument("--harness", action="store_true",
+                   help="time a whole run()'s steps (Lightning) against the bare score + Adam loop instead")  # fmt: skip
+    p.add_argument("--harness-steps", type=int, default=25, help="--harness: Adam steps per chunk (default 25)")
+    p.add_argument("--harness-chunks", type=int, default=2, help="--harness: chunks per run (default 2)")
+    p.add_argument("--harness-rounds", type=int, default=3,
+                   help="--harness: alternating (bare, harness) measurements; medians reported (default 3)")  # fmt: skip
     args = p.parse_args(argv)
     try:
         args.seg_sizes = [int(s) for s in args.seg_size.split(",")]
@@ -115,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.precisions = [s.strip() for s in args.precision.split(",")]
     if not set(args.precisions) <= {"32", "bf16"} or min(args.batches + args.seg_sizes) < 1:
         p.error("--precision takes 32 and/or bf16; sizes must be >= 1")
+    if min(args.harness_steps, args.harness_chunks, args.harness_rounds) < 1:
+        p.error("--harness-steps, --harness-chunks and --harness-rounds must be >= 1")
     args.formats = {"off": ["contiguous"], "on": ["channels_last"], "both": ["contiguous", "channels_last"]}[
         args.channels_last
     ]
@@ -433,6 +450,107 @@ def time_pictures(generator: nn.Module, ensemble: SegmenterEnsemble, args: argpa
     return timings
 
 
+# --------------------------------------------------------------------------------------------- the harness
+
+
+def _write_masks(folder: Path, count: int) -> None:
+    """`count` white-ellipse dog silhouettes on black (mask sources for a run)."""
+    from PIL import Image, ImageDraw
+
+    (folder / "dog").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        img = Image.new("L", (48, 48), 0)
+        ImageDraw.Draw(img).ellipse((4 + i % 9, 6, 40, 44 - i % 7), fill=255)
+        img.save(folder / "dog" / f"{i:04d}.png")
+
+
+class StepClock(Callback):
+    """A Lightning callback that notes when each training batch starts, with its (chunk) step number."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[int, float]] = []
+        self.end: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.starts.append((int(batch["step"]), time.perf_counter()))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.end = time.perf_counter()
+
+
+def harness_step_times(clock: StepClock, steps: int) -> tuple[list[float], float]:
+    """(ms of each pure update step, ms per update step over the whole fit).
+
+    A pure update step is one that neither starts a chunk (re-seeding) nor only scores (a chunk's last);
+    its time runs from its start to the next batch's start, so it holds everything Lightning does between
+    two steps (logging, callbacks, the data loader). The second number spreads the whole fit, chunk starts
+    and scoring steps included, over the Adam steps it made.
+    """
+    starts = [*clock.starts, (-1, clock.end)]
+    pure = [(b - a) * 1e3 for (step, a), (_, b) in zip(starts, starts[1:], strict=False) if 0 < step < steps]
+    updates = sum(1 for step, _ in clock.starts if step < steps)
+    return pure, (clock.end - clock.starts[0][1]) * 1e3 / updates
+
+
+def run_harness(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """For each batch size: median ms of one latent step in a whole `run()` vs in the bare loop, and the ratio."""
+    import contextlib
+    import io
+
+    from silhouette_lightning.config import build_config
+    from silhouette_lightning.run import run
+
+    device = torch.device(args.device)
+    size = args.seg_sizes[0]
+    gen, ens = build_models(args.generator, args.segmenters, size)
+    gen, ens = gen.to(device), ens.to(device)
+    results: dict = {"env": environment(device), "args": _jsonable(vars(args)), "harness": []}
+    for batch in args.batches:
+        bare, pure, amortized = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_masks(Path(tmp) / "data", batch * args.harness_chunks)  # 1 class, 1 restart: chunks x batch
+            for round_ in range(args.harness_rounds):
+                module = make_module(gen, ens, batch, args)
+                optimizer = module.configure_optimizers()
+                inputs = make_inputs(batch, gen.config.num_classes, size, device)
+                step = functools.partial(latent_step, module, optimizer, inputs, None)
+                bare.append(statistics.median(time_steps(step, device, args.warmup, args.repeats)))
+                config = build_config({
+                    "data": str(Path(tmp) / "data"), "masks": True, "classes": "1", "restarts": 1,
+                    "steps": args.harness_steps, "batch_size": batch, "seg_size": size, "loss": args.loss,
+                    "ensemble": args.ensemble_mode, "accelerator": args.device.replace("cuda", "gpu"),
+                    "save_images": "none", "image_every": 0, "heldout": "none", "out": tmp, "name": f"r{round_}",
+                    "frames": 2,
+                })  # fmt: skip
+                clock = StepClock()
+                quiet = io.StringIO()  # the progress bar runs, as in a real command, but prints nowhere
+                with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                    run(config, generator=gen, ensemble=ens, callbacks=[clock], log=lambda *a: None)
+                times, per_update = harness_step_times(clock, args.harness_steps)
+                pure.append(statistics.median(times))
+                amortized.append(per_update)
+        row = {
+            "batch": batch, "seg_size": size, "device": device.type, "bare_ms": statistics.median(bare),
+            "harness_ms": statistics.median(pure), "harness_ms_amortized": statistics.median(amortized),
+            "bare_ms_rounds": [round(t, 3) for t in bare], "harness_ms_rounds": [round(t, 3) for t in pure],
+        }  # fmt: skip
+        row["ratio"] = row["harness_ms"] / row["bare_ms"]
+        row["ratio_amortized"] = row["harness_ms_amortized"] / row["bare_ms"]
+        results["harness"].append(row)
+        log(harness_line(row))
+    return results
+
+
+def harness_line(row: dict) -> str:
+    """One table line of `--harness`."""
+    return (f"| {row['device']} | {row['batch']} | {row['seg_size']} | {row['bare_ms']:.2f} | {row['harness_ms']:.2f} "
+            f"| {row['ratio']:.3f} | {row['harness_ms_amortized']:.2f} | {row['ratio_amortized']:.3f} |")  # fmt: skip
+
+
+HARNESS_HEADER = ("| device | batch | seg | bare ms/step | harness ms/step | ratio | harness ms/step, whole fit | "
+                  "ratio, whole fit |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------- output
 
 
@@ -489,6 +607,15 @@ def _jsonable(values: dict) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print the table, write `--json`; returns the results."""
     args = parse_args(argv)
+    if args.harness:
+        results = run_harness(args, log=lambda line: None)
+        print(f"env: {json.dumps(results['env'])}")
+        print(HARNESS_HEADER)
+        print("\n".join(harness_line(row) for row in results["harness"]))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+        return results
     results = run_benchmark(args)
     print()
     print(f"peak: {args.peak_tflops:g} TFLOP/s = {args.peak_note}")
