@@ -17,13 +17,6 @@ Example (the commands of docs/benchmark.md):
   python scripts/benchmark.py --device cuda --precision 32,bf16 --channels-last both --batch-sizes 1,8,32,64,128 \
       --seg-size 256,128 --json bench.json
 
-`--harness` measures instead what the Lightning harness costs per step: the median time of one latent step of
-a whole `run()` (Trainer, SilhouetteSwap.training_step with its best-so-far tracking, logging, data, writer),
-against the same `score` + summed backward + Adam step in a bare PyTorch loop, both on the same networks and
-batch; the ratio is harness / bare (issue 11's target on tiny CPU models: <= 1.15).
-  python scripts/benchmark.py --harness --generator tiny --segmenters lraspp_mobilenet_v3_large:1 --seg-size 32 \
-      --device cpu --batch-sizes 4,16
-
 Weights are random (`build_random_generator`, `load_ensemble(pretrained=False)`): FLOPs and time do not
 depend on weight values, and no download is needed. Never use this for timing asserts in tests.
 """
@@ -32,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import math
 import platform
@@ -45,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback
 from torch import Tensor, nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.utils.flop_counter import FlopCounterMode
@@ -114,13 +105,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=PEAKS["bf16"], help="the card's peak, TFLOP/s")
     p.add_argument("--peak-note", default=DEFAULT_PEAK_NOTE, help="what --peak-tflops is (printed)")
     p.add_argument("--profile", action="store_true", help="also profile one step of each row: top kernels, GPU busy")
+    p.add_argument(
+        "--measure-peak",
+        action="store_true",
+        help="measure the dense matmul peak (bf16 on a GPU, fp32 on a CPU) in this run and use it as the peak",
+    )
+    p.add_argument(
+        "--harness",
+        action="store_true",
+        help="also time a plain step inside the whole tool (Lightning, logging, tracking) against the bare "
+        "step at the first batch size and seg size: the harness overhead",
+    )
+    p.add_argument("--harness-steps", type=int, default=30, help="latent steps of the --harness run")
+    p.add_argument(
+        "--end-to-end",
+        type=Path,
+        metavar="DATA",
+        help="also time the default train.py command on DATA (masks if --masks) end to end: loading, "
+        "target maps, steps, logging, pictures; compared with the bare steps it ran",
+    )
+    p.add_argument("--masks", action="store_true", help="--end-to-end DATA holds silhouettes")
     p.add_argument("--json", type=Path, help="write all results here")
-    p.add_argument("--harness", action="store_true",
-                   help="time a whole run()'s steps (Lightning) against the bare score + Adam loop instead")  # fmt: skip
-    p.add_argument("--harness-steps", type=int, default=25, help="--harness: Adam steps per chunk (default 25)")
-    p.add_argument("--harness-chunks", type=int, default=2, help="--harness: chunks per run (default 2)")
-    p.add_argument("--harness-rounds", type=int, default=3,
-                   help="--harness: alternating (bare, harness) measurements; medians reported (default 3)")  # fmt: skip
     args = p.parse_args(argv)
     try:
         args.seg_sizes = [int(s) for s in args.seg_size.split(",")]
@@ -130,8 +135,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.precisions = [s.strip() for s in args.precision.split(",")]
     if not set(args.precisions) <= {"32", "bf16"} or min(args.batches + args.seg_sizes) < 1:
         p.error("--precision takes 32 and/or bf16; sizes must be >= 1")
-    if min(args.harness_steps, args.harness_chunks, args.harness_rounds) < 1:
-        p.error("--harness-steps, --harness-chunks and --harness-rounds must be >= 1")
     args.formats = {"off": ["contiguous"], "on": ["channels_last"], "both": ["contiguous", "channels_last"]}[
         args.channels_last
     ]
@@ -297,6 +300,84 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def measure_matmul_peak(device: torch.device, repeats: int = 10) -> dict:
+    """The dense matmul rate this device reaches in this run, TFLOP/s: bf16 on a GPU, fp32 on a CPU."""
+    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 1024)
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    times = time_steps(lambda: a @ b, device, warmup=3, repeats=repeats)
+    best_ms = min(times)
+    return {"dtype": str(dtype).removeprefix("torch."), "n": n, "ms": best_ms, "tflops": 2 * n**3 / best_ms / 1e9}
+
+
+def whole_run(config, generator: nn.Module, ensemble: nn.Module) -> dict:
+    """Run the whole tool (`silhouette_lightning.run.run`) as configured, timing every step (`StepClock`)."""
+    from silhouette_lightning.run import run
+    from silhouette_lightning.timing import StepClock
+
+    clock = StepClock()
+    run(config, generator=generator, ensemble=ensemble, callbacks=[clock], log=lambda *a: None)
+    return clock.summary()
+
+
+def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """Median plain-step time inside the whole tool over that of the bare step (score, backward, Adam), same
+    models, batch and seg size: the per-step cost of Lightning, logging and best-so-far tracking."""
+    from PIL import Image, ImageDraw
+
+    from silhouette_lightning.config import SwapConfig
+
+    device = torch.device(args.device)
+    batch, size = args.batches[0], args.seg_sizes[0]
+    gen, ens = build_models(args.generator, args.segmenters, size)
+    gen, ens = gen.to(device), ens.to(device)
+    module = make_module(gen, ens, batch, args)
+    optimizer = module.configure_optimizers()
+    inputs = make_inputs(batch, gen.config.num_classes, size, device)
+    bare = time_steps(lambda: latent_step(module, optimizer, inputs, None), device, args.warmup, args.harness_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        mask = Image.new("L", (64, 64), 0)
+        ImageDraw.Draw(mask).ellipse((10, 8, 54, 56), fill=255)
+        (Path(tmp) / "masks").mkdir()
+        mask.save(Path(tmp) / "masks" / "a.png")
+        config = SwapConfig(data=str(Path(tmp) / "masks"), masks=True, subject="dog", classes=[1], restarts=batch,
+                            steps=args.harness_steps, batch_size=batch, seg_size=size, save_images="none",
+                            image_every=0, frames=2, out=tmp, name="harness", accelerator=device.type.replace("cuda", "gpu"),
+                            precision="32-true", compile="none", pretrained=False)  # fmt: skip
+        timed = whole_run(config, gen, ens)
+    bare_s = statistics.median(bare) / 1000
+    result = {"batch": batch, "seg_size": size, "bare_step_s": bare_s, "harness_step_s": timed["median_step_s"],
+              "ratio": timed["median_step_s"] / bare_s, "target": 1.15}  # fmt: skip
+    log(f"harness: {result['harness_step_s'] * 1000:.2f} ms/step in the tool vs {bare_s * 1000:.2f} ms bare "
+        f"(batch {batch}, seg {size}): {result['ratio']:.3f}x (target <= 1.15x)")  # fmt: skip
+    return result
+
+
+def end_to_end(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """The default command on `--end-to-end DATA` with random weights, timed whole, against its bare steps."""
+    from silhouette_lightning.config import build_config
+
+    device = torch.device(args.device)
+    size = args.seg_sizes[0]
+    gen, ens = build_models(args.generator, args.segmenters, size)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = build_config({"data": str(args.end_to_end), "masks": args.masks or None, "seg_size": size,
+                               "out": tmp, "name": "e2e", "pretrained": False,
+                               "accelerator": device.type.replace("cuda", "gpu")})  # fmt: skip
+        t0 = time.perf_counter()
+        timed = whole_run(config, gen, ens)
+        total = time.perf_counter() - t0
+    result = {**timed, "total_s": total}
+    log(f"end to end: {total:.1f} s in all, {timed['before_first_step_s']:.1f} s before the first step, "
+        f"{timed['batches']} steps at {timed['median_step_s'] * 1000:.1f} ms (median plain step)")  # fmt: skip
+    if timed["median_step_s"]:
+        engine = timed["batches"] * timed["median_step_s"]
+        result["engine_s"] = engine
+        result["overhead"] = total / engine - 1
+        log(f"  engine (steps x median step): {engine:.1f} s; the rest (loading, maps, pictures, logging) "
+            f"{100 * result['overhead']:.0f}% on top (target < 10%)")  # fmt: skip
+    return result
+
+
 def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     """Build the networks, measure the reference loop and every configuration; returns the JSON-able results."""
     device = torch.device(args.device)
@@ -305,8 +386,17 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
     base_gen, base_ens = base_gen.to(device), base_ens.to(device)
     log(f"built {args.generator} + {args.segmenters} on {device} in {time.perf_counter() - t0:.1f} s")
     flops_cache: dict = {}
+    if args.measure_peak:
+        peak = measure_matmul_peak(device)
+        args.peak_tflops = float(f"{peak['tflops']:.4g}")
+        args.peak_note = f"dense {peak['dtype']} matmul {peak['n']}^3 measured in this run ({peak['ms']:.2f} ms)"
+        log(f"measured peak: {args.peak_tflops} TFLOP/s ({args.peak_note})")
     results: dict = {"env": environment(device), "args": _jsonable(vars(args)), "peak_tflops": args.peak_tflops,
                      "peak_note": args.peak_note, "reference": {}, "rows": []}  # fmt: skip
+    if args.harness:
+        results["harness"] = harness_overhead(args, log)
+    if args.end_to_end:
+        results["end_to_end"] = end_to_end(args, log)
 
     # Reference: batch 1, fp32, contiguous, default backend settings, the networks as loaded.
     if not args.no_reference:
@@ -450,107 +540,6 @@ def time_pictures(generator: nn.Module, ensemble: SegmenterEnsemble, args: argpa
     return timings
 
 
-# --------------------------------------------------------------------------------------------- the harness
-
-
-def _write_masks(folder: Path, count: int) -> None:
-    """`count` white-ellipse dog silhouettes on black (mask sources for a run)."""
-    from PIL import Image, ImageDraw
-
-    (folder / "dog").mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        img = Image.new("L", (48, 48), 0)
-        ImageDraw.Draw(img).ellipse((4 + i % 9, 6, 40, 44 - i % 7), fill=255)
-        img.save(folder / "dog" / f"{i:04d}.png")
-
-
-class StepClock(Callback):
-    """A Lightning callback that notes when each training batch starts, with its (chunk) step number."""
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[int, float]] = []
-        self.end: float | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.starts.append((int(batch["step"]), time.perf_counter()))
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.end = time.perf_counter()
-
-
-def harness_step_times(clock: StepClock, steps: int) -> tuple[list[float], float]:
-    """(ms of each pure update step, ms per update step over the whole fit).
-
-    A pure update step is one that neither starts a chunk (re-seeding) nor only scores (a chunk's last);
-    its time runs from its start to the next batch's start, so it holds everything Lightning does between
-    two steps (logging, callbacks, the data loader). The second number spreads the whole fit, chunk starts
-    and scoring steps included, over the Adam steps it made.
-    """
-    starts = [*clock.starts, (-1, clock.end)]
-    pure = [(b - a) * 1e3 for (step, a), (_, b) in zip(starts, starts[1:], strict=False) if 0 < step < steps]
-    updates = sum(1 for step, _ in clock.starts if step < steps)
-    return pure, (clock.end - clock.starts[0][1]) * 1e3 / updates
-
-
-def run_harness(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-    """For each batch size: median ms of one latent step in a whole `run()` vs in the bare loop, and the ratio."""
-    import contextlib
-    import io
-
-    from silhouette_lightning.config import build_config
-    from silhouette_lightning.run import run
-
-    device = torch.device(args.device)
-    size = args.seg_sizes[0]
-    gen, ens = build_models(args.generator, args.segmenters, size)
-    gen, ens = gen.to(device), ens.to(device)
-    results: dict = {"env": environment(device), "args": _jsonable(vars(args)), "harness": []}
-    for batch in args.batches:
-        bare, pure, amortized = [], [], []
-        with tempfile.TemporaryDirectory() as tmp:
-            _write_masks(Path(tmp) / "data", batch * args.harness_chunks)  # 1 class, 1 restart: chunks x batch
-            for round_ in range(args.harness_rounds):
-                module = make_module(gen, ens, batch, args)
-                optimizer = module.configure_optimizers()
-                inputs = make_inputs(batch, gen.config.num_classes, size, device)
-                step = functools.partial(latent_step, module, optimizer, inputs, None)
-                bare.append(statistics.median(time_steps(step, device, args.warmup, args.repeats)))
-                config = build_config({
-                    "data": str(Path(tmp) / "data"), "masks": True, "classes": "1", "restarts": 1,
-                    "steps": args.harness_steps, "batch_size": batch, "seg_size": size, "loss": args.loss,
-                    "ensemble": args.ensemble_mode, "accelerator": args.device.replace("cuda", "gpu"),
-                    "save_images": "none", "image_every": 0, "heldout": "none", "out": tmp, "name": f"r{round_}",
-                    "frames": 2,
-                })  # fmt: skip
-                clock = StepClock()
-                quiet = io.StringIO()  # the progress bar runs, as in a real command, but prints nowhere
-                with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                    run(config, generator=gen, ensemble=ens, callbacks=[clock], log=lambda *a: None)
-                times, per_update = harness_step_times(clock, args.harness_steps)
-                pure.append(statistics.median(times))
-                amortized.append(per_update)
-        row = {
-            "batch": batch, "seg_size": size, "device": device.type, "bare_ms": statistics.median(bare),
-            "harness_ms": statistics.median(pure), "harness_ms_amortized": statistics.median(amortized),
-            "bare_ms_rounds": [round(t, 3) for t in bare], "harness_ms_rounds": [round(t, 3) for t in pure],
-        }  # fmt: skip
-        row["ratio"] = row["harness_ms"] / row["bare_ms"]
-        row["ratio_amortized"] = row["harness_ms_amortized"] / row["bare_ms"]
-        results["harness"].append(row)
-        log(harness_line(row))
-    return results
-
-
-def harness_line(row: dict) -> str:
-    """One table line of `--harness`."""
-    return (f"| {row['device']} | {row['batch']} | {row['seg_size']} | {row['bare_ms']:.2f} | {row['harness_ms']:.2f} "
-            f"| {row['ratio']:.3f} | {row['harness_ms_amortized']:.2f} | {row['ratio_amortized']:.3f} |")  # fmt: skip
-
-
-HARNESS_HEADER = ("| device | batch | seg | bare ms/step | harness ms/step | ratio | harness ms/step, whole fit | "
-                  "ratio, whole fit |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
-
-
 # --------------------------------------------------------------------------------------------- output
 
 
@@ -607,15 +596,6 @@ def _jsonable(values: dict) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print the table, write `--json`; returns the results."""
     args = parse_args(argv)
-    if args.harness:
-        results = run_harness(args, log=lambda line: None)
-        print(f"env: {json.dumps(results['env'])}")
-        print(HARNESS_HEADER)
-        print("\n".join(harness_line(row) for row in results["harness"]))
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
-        return results
     results = run_benchmark(args)
     print()
     print(f"peak: {args.peak_tflops:g} TFLOP/s = {args.peak_note}")

@@ -9,7 +9,8 @@ rank's target maps, the later steps of a chunk carry only their step number.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,9 +19,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from silhouette_lightning.classes import VOC_CLASSES
 from silhouette_lightning.files import atomic_torch_save
-from silhouette_lightning.results import load_records
+from silhouette_lightning.results import drop_records, group_dir, load_records
 from silhouette_lightning.sources import Source
-from silhouette_lightning.target_maps import PreparedSource, load_target, prepare_targets
+from silhouette_lightning.target_maps import (
+    PreparedSource,
+    changed_sources,
+    load_target,
+    prepare_targets,
+    target_path,
+)
 from silhouette_lightning.trajectories import Trajectory, enumerate_trajectories
 
 
@@ -122,6 +129,7 @@ class SwapData(LightningDataModule):
         self.targets_dir = self.run_dir / "targets"
         self.plan: Plan | None = None
         self.pending: list[int] = []
+        self.prepare_data_per_node = False  # the run folder is shared by every node: one process writes the plan
 
     @property
     def plan_path(self) -> Path:
@@ -131,12 +139,17 @@ class SwapData(LightningDataModule):
         """One process: segment every source (cached), decide subjects and classes, save the plan."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.ensemble.to(device)
+        self.forget_changed_sources()
         prepared = prepare_targets(self.sources, self.ensemble, self.targets_dir, masks=self.masks,
                                    size=self.seg_size, mode=self.ensemble_mode, max_pixels=self.max_pixels,
                                    data_dir=self.data_dir, log=self.log)  # fmt: skip
-        ok = [p for p in prepared if p.ok]
-        subjects = sorted({p.subject for p in ok})
+        subjects = sorted({p.subject for p in prepared if p.ok})
         class_ids = {subject: self.classes_for(subject) for subject in subjects}
+        without = "skipped: no classes to swap a {} to (configs/classes.yaml has none); pass --classes"
+        prepared = [p if not p.ok or class_ids[p.subject] else replace(p, status=without.format(p.subject))
+                    for p in prepared]  # fmt: skip
+        class_ids = {subject: ids for subject, ids in class_ids.items() if ids}
+        ok = [p for p in prepared if p.ok]
         trajectories = enumerate_trajectories(
             [(p.key, p.subject, class_ids[p.subject]) for p in ok], self.restarts, self.seed
         )
@@ -144,6 +157,19 @@ class SwapData(LightningDataModule):
             "trajectories": [asdict(t) for t in trajectories], "sources": [s.key for s in self.sources],
             "skipped": [asdict(p) for p in prepared if not p.ok], "class_ids": class_ids,
         }, self.plan_path)  # fmt: skip
+
+    def forget_changed_sources(self) -> None:
+        """Sources whose files changed since their results were made are redone: drop their records and
+        pictures, then their target map (last, so that a crash in between still finds them changed)."""
+        changed = changed_sources(self.sources, self.targets_dir)
+        if not changed:
+            return
+        self.log(f"{len(changed)} source file(s) changed since their results were made; redoing them: "
+                 f"{', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}")  # fmt: skip
+        drop_records(self.run_dir, changed)
+        for key in changed:
+            shutil.rmtree(group_dir(self.run_dir, key, 0).parent, ignore_errors=True)
+            target_path(self.targets_dir, key).unlink(missing_ok=True)
 
     def setup(self, stage: str) -> None:
         """Every rank: read the plan and leave out trajectories that earlier runs finished."""
@@ -156,6 +182,8 @@ class SwapData(LightningDataModule):
         )  # fmt: skip
         done = load_records(self.run_dir).keys()
         self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
+        if not self.pending:  # nothing to fit: no empty epoch (and none of Lightning's zero-length warnings)
+            self.trainer.limit_train_batches = 0
 
     def train_dataloader(self) -> DataLoader:
         """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""

@@ -13,6 +13,8 @@ the others.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -48,7 +50,7 @@ class SilhouetteSwap(LightningModule):
         ensemble_mode: str = "probs",
         frames: int = 6,
         hparams: dict | None = None,
-        compile_ensemble: bool = False,
+        compile: str = "none",
     ) -> None:
         super().__init__()
         if hparams:
@@ -64,9 +66,16 @@ class SilhouetteSwap(LightningModule):
         self.iou_metric = MeanIoU()
         self.finished_chunk: dict | None = None
         self.z = nn.Parameter(torch.zeros(batch_size, self.z_dim))  # resized to the global chunk in setup
-        # torch.compile of the ensemble for the training steps only (one shape: chunks are padded); pictures
-        # and target maps use the plain module. Not a registered submodule: it shares the ensemble's weights.
-        object.__setattr__(self, "_segment", torch.compile(ensemble, dynamic=False) if compile_ensemble else ensemble)
+        # torch.compile for the training steps only (one shape: chunks are padded); pictures and target maps
+        # use the plain modules. "ensemble": the segmenters; "all": the whole scoring step (generator, segmenters,
+        # loss and IoU in one graph). Not registered submodules: they share the networks' weights.
+        if compile not in ("none", "ensemble", "all"):
+            raise ValueError(f"compile must be none, ensemble or all, got {compile!r}")
+        object.__setattr__(
+            self, "_segment", torch.compile(ensemble, dynamic=False) if compile == "ensemble" else ensemble
+        )
+        object.__setattr__(self, "_score", torch.compile(self._score_eager, dynamic=False) if compile == "all"
+                           else self._score_eager)  # fmt: skip
 
     def setup(self, stage: str) -> None:
         """Size the chunk to batch x world size (known only now); DDP wraps the module after this."""
@@ -89,6 +98,9 @@ class SilhouetteSwap(LightningModule):
 
     def score(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """(loss [B], IoU [B]) of latents `z` [B, Z] against target maps `[B, S, S]`."""
+        return self._score(z, class_ids, channels, targets)
+
+    def _score_eager(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         logits = self._segment(self.generate(z, class_ids))  # [M, B, C, S, S]
         weights = self.ensemble.weights
         loss = trajectory_loss(logits, weights, targets, channels, loss=self.loss_name, mode=self.ensemble_mode)
@@ -128,6 +140,8 @@ class SilhouetteSwap(LightningModule):
         self.best_step = torch.zeros(chunk, dtype=torch.long, device=device)
         self.frames = torch.zeros(chunk, len(self.frame_steps), self.z_dim, device=device)
         self.iou_history = torch.zeros(self.steps + 1, chunk, device=device)  # IoU of every step, for curves
+        self.loss_history = torch.zeros(self.steps + 1, chunk, device=device)  # loss of every step
+        self.chunk_started = time.perf_counter()
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         """One Adam step for every trajectory of the chunk (the last step only scores)."""
@@ -176,6 +190,7 @@ class SilhouetteSwap(LightningModule):
     def _track(self, step: int, loss: Tensor, iou: Tensor, finite: Tensor) -> None:
         """Best-so-far per trajectory (highest IoU, ties to lower loss); stop non-finite trajectories."""
         self.iou_history[step] = iou
+        self.loss_history[step] = loss
         newly_dead = self.alive & ~finite
         self.stopped_at[newly_dead] = step
         self.alive &= finite
@@ -209,7 +224,7 @@ class SilhouetteSwap(LightningModule):
     def _chunk_results(self) -> dict:
         """Per-trajectory results of the finished chunk, on the CPU, padding rows dropped."""
         keep = self.valid
-        return {
+        results = {
             "index": self.chunk_index[keep].cpu(),
             "best_z": self.best_z[keep].cpu(),
             "best_iou": self.best_iou[keep].cpu(),
@@ -219,4 +234,9 @@ class SilhouetteSwap(LightningModule):
             "frames": self.frames[keep].cpu(),
             "frame_steps": list(self.frame_steps),
             "iou_history": self.iou_history[:, keep].T.cpu(),  # [N, steps + 1]
+            "loss_history": self.loss_history[:, keep].T.cpu(),  # [N, steps + 1]
         }
+        # Measured after the copies above (they wait for the device). The rows share the chunk's steps, so each
+        # trajectory costs the chunk's wall time divided by its real (non-padding) rows.
+        seconds = (time.perf_counter() - self.chunk_started) / max(len(results["index"]), 1)
+        return results | {"seconds": seconds}

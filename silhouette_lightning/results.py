@@ -52,6 +52,21 @@ def load_records(run_dir: Path) -> dict[Identity, dict]:
     return found
 
 
+def drop_records(run_dir: Path, source_keys: Iterable[str]) -> int:
+    """Delete the records of these sources (their files changed); returns how many were dropped."""
+    keys, dropped = set(source_keys), 0
+    for path in sorted(records_dir(run_dir).glob("part-*.pt")):
+        records = torch.load(path, weights_only=True)
+        kept = [r for r in records if r["source"] not in keys]
+        if len(kept) < len(records):
+            dropped += len(records) - len(kept)
+            if kept:
+                atomic_torch_save(kept, path)
+            else:
+                path.unlink(missing_ok=True)
+    return dropped
+
+
 def best_record(records: Iterable[dict]) -> dict:
     """The best restart: highest IoU, ties to lower loss, then lower restart index."""
     return min(records, key=lambda r: (-r["best_iou"], r["best_loss"], r["restart"]))

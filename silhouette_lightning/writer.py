@@ -19,6 +19,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from silhouette_lightning import pictures
 from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
+from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, log_convergence, write_convergence
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_save_image
 from silhouette_lightning.heldout import heldout_iou
@@ -57,23 +58,29 @@ class ResultWriter(Callback):
     """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
 
     def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
-                 data_dir: Path | None, max_pixels: int, blend: str = "soft", heldout=None,
-                 heldout_name: str | None = None) -> None:  # fmt: skip
+                 data_dir: Path | None, max_pixels: int, blend: str = "soft",
+                 thresholds: list[float] = DEFAULT_THRESHOLDS, heldout=None, heldout_name: str | None = None) -> None:  # fmt: skip
         """`heldout`: the held-out segmenter (heldout.py) that scores each best image, named `heldout_name`."""
         self.run_dir, self.plan = Path(run_dir), plan
         self.heldout, self.heldout_name = heldout, heldout_name
         self.generator_spec, self.truncation, self.save_images = generator_spec, truncation, save_images
         self.data_dir, self.max_pixels, self.blend = data_dir, max_pixels, blend
+        self.thresholds = list(thresholds)
         self.records: dict = {}
+        self.histories: dict = {}  # every finished trajectory without its latents: for convergence.csv
         self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silhouette-writer")
         self._pending: list[Future] = []
+        self._started = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         """Read back earlier records; finish groups whose outputs a crash left unwritten."""
+        self._started = True
         self.plan = trainer.datamodule.plan
         if trainer.is_global_zero:
-            self.records = load_records(self.run_dir)
+            planned = {t.identity for t in self.plan.trajectories}  # not sources since removed from the folder
+            self.records = {key: r for key, r in load_records(self.run_dir).items() if key in planned}
+            self._keep_histories(self.records.values())
             self._update(pl_module, self._groups_of(self.records))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -82,6 +89,7 @@ class ResultWriter(Callback):
         if finished is not None and trainer.is_global_zero:
             records = self._to_records(finished)
             write_records(self.run_dir, records)
+            self._keep_histories(records)
             for r in records:
                 self.records[(r["source"], r["class_id"], r["restart"])] = r
             new_rows = self._update(pl_module, {(r["source"], r["class_id"]) for r in records})
@@ -100,11 +108,27 @@ class ResultWriter(Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
-        """The contact sheet of the whole run."""
+        """The contact sheet and the convergence statistics of the whole run (resumed parts included)."""
         self._drain()
         self._write_tables()
         if self.save_images != "none" and self.complete:
             self._contact_sheet()
+        rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds)
+        if rows and trainer.logger is not None:
+            log_convergence(trainer.logger.experiment, rows)
+
+    def _keep_histories(self, records) -> None:
+        """Keep what convergence statistics need of each record (its latents and frames are dropped)."""
+        for r in records:
+            light = {k: v for k, v in r.items() if k not in ("best_z", "frames")}
+            self.histories[(r["source"], r["class_id"], r["restart"])] = light
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """With nothing left to fit, training never starts: still finish what earlier runs left and write the
+        tables (skipped sources, finished pairs)."""
+        if not self._started and trainer.datamodule.plan is not None:
+            self.on_train_start(trainer, pl_module)
+            self.on_train_end(trainer, pl_module)
 
     def _to_records(self, finished: dict) -> list[dict]:
         """Chunk tensors -> one plain dict per trajectory (readable with `torch.load(weights_only=True)`)."""
@@ -117,6 +141,8 @@ class ResultWriter(Callback):
                 "best_loss": float(finished["best_loss"][i]), "best_step": int(finished["best_step"][i]),
                 "stopped_at": int(finished["stopped_at"][i]), "best_z": finished["best_z"][i].clone(),
                 "frames": finished["frames"][i].clone(), "frame_steps": finished["frame_steps"],
+                "iou_history": finished["iou_history"][i].float().clone(),
+                "loss_history": finished["loss_history"][i].float().clone(), "seconds": float(finished["seconds"]),
             })  # fmt: skip
         return records
 

@@ -110,21 +110,15 @@ def test_bad_arguments_exit(bench, bad):
         bench.parse_args([*TINY, *bad])
 
 
-def test_harness_step_times_take_pure_update_steps(bench):
-    clock = bench.StepClock()
-    # two chunks of 3 Adam steps (+ a scoring step each); seconds at which each batch started
-    clock.starts = [(0, 0.0), (1, 1.0), (2, 3.0), (3, 6.0), (0, 10.0), (1, 11.0), (2, 12.5), (3, 13.0)]
-    clock.end = 14.0
-    pure, amortized = bench.harness_step_times(clock, steps=3)
-    assert pure == pytest.approx([2000, 3000, 1500, 500])  # steps 1 and 2 only: no chunk start, no scoring step
-    assert amortized == pytest.approx(14_000 / 6)  # the whole fit over its 6 Adam steps
-
-
-def test_harness_mode_times_a_whole_run_against_the_bare_loop(bench, tmp_path):
-    out = tmp_path / "harness.json"
-    bench.main([*TINY, "--harness", "--batch-sizes", "2", "--harness-steps", "2", "--harness-chunks", "1",
-                "--harness-rounds", "1", "--json", str(out)])  # fmt: skip
-    (row,) = json.loads(out.read_text())["harness"]
-    assert row["batch"] == 2 and row["seg_size"] == 32 and len(row["harness_ms_rounds"]) == 1
-    assert row["ratio"] == pytest.approx(row["harness_ms"] / row["bare_ms"])
-    assert row["ratio_amortized"] == pytest.approx(row["harness_ms_amortized"] / row["bare_ms"])
+def test_harness_and_peak_are_measured_in_the_same_run(bench, tmp_path):
+    """--harness times a plain step inside the whole tool and the bare step; --measure-peak replaces the peak."""
+    out = tmp_path / "bench.json"
+    bench.main([*TINY, "--batch-sizes", "2", "--no-reference", "--harness", "--harness-steps", "4",
+                "--measure-peak", "--json", str(out)])  # fmt: skip
+    results = json.loads(out.read_text())
+    harness = results["harness"]
+    assert harness["bare_step_s"] > 0 and harness["harness_step_s"] > 0
+    assert harness["ratio"] == pytest.approx(harness["harness_step_s"] / harness["bare_step_s"])
+    assert "measured in this run" in results["peak_note"] and results["peak_tflops"] > 0
+    row = results["rows"][0]
+    assert row["percent_of_peak"] == pytest.approx(100 * row["tflops"] / results["peak_tflops"], rel=1e-6)

@@ -431,11 +431,28 @@ def test_preprocess_of_a_constant_image_is_the_hand_formula() -> None:
         torch.testing.assert_close(out[:, channel], torch.full((2, 16, 16), expected))
 
 
-def test_preprocess_resizes_bilinearly_without_antialias() -> None:
-    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    resized = torch.nn.functional.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False)
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+def test_preprocess_anti_aliases_when_it_shrinks() -> None:
+    # a one-pixel checkerboard: its local mean is 0.5 everywhere; point sampling keeps the pattern instead
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2).float()
+    x = checker.expand(1, 3, 64, 64).clone()
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    seen = preprocess(x, 8) * std + mean  # back to [0, 1]
+    assert (seen - 0.5).abs().max() < 0.02, "the aliased checkerboard reached the segmenters"
+    resized = torch.nn.functional.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
     torch.testing.assert_close(preprocess(x, 8), (resized - mean) / std)
+    # one side shrinking is enough (a 4:3 photo of 12 px to 8 px)
+    wide = torch.rand(1, 3, 6, 12, generator=torch.Generator().manual_seed(1))
+    resized = torch.nn.functional.interpolate(wide, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(preprocess(wide, 8), (resized - mean) / std)
+
+
+def test_preprocess_enlarges_bilinearly_without_antialias() -> None:
+    # the generated image (BigGAN 128 px) going up to the segmenter size: unchanged, bit for bit
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    resized = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=False)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.equal(preprocess(x, 32), (resized - mean) / std)
 
 
 def test_ensemble_stacks_member_logits_and_normalizes_weights() -> None:
