@@ -72,8 +72,8 @@ def check_class_range(class_ids: list[int], num_classes: int) -> None:
         raise UsageError(f"class ids {too_big} are beyond this generator's {num_classes} classes; pass --classes")
 
 
-def prepare_run_dir(config: SwapConfig) -> Path:
-    """Create `OUT/NAME`, refuse to mix results of different settings, write the resolved config."""
+def check_run_dir(config: SwapConfig) -> None:
+    """Refuse to mix results of different settings: `OUT/NAME` must be new or hold a run of these settings."""
     run_dir = config.run_dir
     saved = run_dir / "config.yaml"
     if saved.exists():
@@ -88,6 +88,13 @@ def prepare_run_dir(config: SwapConfig) -> Path:
                 f"{run_dir} holds a run with other settings ({diffs}); pass --name to start a new run, "
                 "or the same settings to resume it"
             )
+
+
+def prepare_run_dir(config: SwapConfig) -> Path:
+    """Create `OUT/NAME`, refuse to mix results of different settings, write the resolved config."""
+    run_dir = config.run_dir
+    saved = run_dir / "config.yaml"
+    check_run_dir(config)
     try:
         resolved = {k: v for k, v in comparable(config.to_dict()).items() if k in ("data", "generator")}
         atomic_write_text(saved, yaml.safe_dump(config.to_dict() | resolved, sort_keys=False))

@@ -23,6 +23,8 @@ from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, log_convergence
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_save_image
 from silhouette_lightning.heldout import heldout_iou
+from silhouette_lightning.plots import write_plots
+from silhouette_lightning.report import write_report
 from silhouette_lightning.results import (
     CLASS_COLUMNS,
     RESULT_COLUMNS,
@@ -118,6 +120,8 @@ class ResultWriter(Callback):
         rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds, heldout)
         if rows and trainer.logger is not None:
             log_convergence(trainer.logger.experiment, rows)
+        write_plots(self.run_dir, rows)
+        write_report(self.run_dir, rows)
 
     def _keep_histories(self, records) -> None:
         """Keep what convergence statistics need of each record (its latents and frames are dropped)."""

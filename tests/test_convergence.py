@@ -182,11 +182,12 @@ def test_tensorboard_gets_the_curves_of_each_class():
 
 def test_run_writes_convergence_and_resume_keeps_histories(cli_args, tmp_path, monkeypatch):
     """A tiny run, interrupted after its first chunk and resumed, writes convergence.csv/json over all its
-    trajectories: the first part's histories come back from its records."""
+    trajectories (the first part's histories come back from its records), TensorBoard curves, plots and
+    report.html."""
     from silhouette_lightning import writer
     from silhouette_lightning.cli import main
 
-    args = cli_args("--save-images", "none", "--classes", "1", "--thresholds", "0.3,0.6", name="resumed")
+    args = cli_args("--save-images", "best", "--classes", "1", "--thresholds", "0.3,0.6", name="resumed")
     run_dir = tmp_path / "out" / "resumed"
     original = writer.ResultWriter.on_train_batch_end
 
@@ -226,6 +227,19 @@ def test_run_writes_convergence_and_resume_keeps_histories(cli_args, tmp_path, m
     assert {(s["class"], s["subject"]) for s in document["scopes"]} == {(c, s) for c, s, _, _ in stats}
     assert list(read_csv(run_dir / "convergence.csv")[0]) == ["class", "class_name", "subject", "step",
                                                               "statistic", "value"]  # fmt: skip
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_report import check_report
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    curve = {e.step: e.value for e in events.Scalars("convergence/1_goldfish/best_iou_mean")}
+    assert curve == pytest.approx({s: stats[("1", "all", s, "best_iou_mean")] for s in range(4)}, abs=1e-6)
+    assert "convergence/subject_dog/pair_success_rate@0.3" in events.Tags()["scalars"]
+    for name in ("convergence_curves.png", "success_rates.png", "class_subject_iou.png"):
+        assert (run_dir / "plots" / name).stat().st_size > 10_000
+    page = check_report(run_dir)
+    assert len(page.sources) == 4  # three plots and the contact sheet
+    assert sum(h.startswith("swaps/") for h in page.links) == 3
 
 
 @pytest.mark.parametrize("value", ["0,0.5", "1.5", ","])

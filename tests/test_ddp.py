@@ -47,6 +47,15 @@ def test_two_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path):
     ]
     identities = [(r["source"], r["class_id"], r["restart"]) for r in records]
     assert len(identities) == len(set(identities)) == 12
+    # the same convergence statistics (wall-clock seconds aside), from histories gathered over both ranks
+    from silhouette_lightning.convergence import read_convergence
+
+    def timeless(run):
+        return {(r["class"], r["subject"], r["step"], r["statistic"]): r["value"]
+                for r in read_convergence(tmp_path / "out" / run) if not r["statistic"].startswith("seconds")}  # fmt: skip
+
+    assert timeless("two") == pytest.approx(timeless("one"), abs=1e-5)
+    assert (tmp_path / "out" / "two" / "report.html").exists()
 
 
 @pytest.mark.slow
