@@ -120,7 +120,9 @@ class ResultWriter(Callback):
         self._write_tables()
         if self.save_images != "none" and self.complete:
             self._contact_sheet()
-        rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds)
+        heldout = {(r["source"], int(r["class_id"])): float(r["heldout_iou"])
+                   for r in self.complete.values() if r.get("heldout_iou")}  # fmt: skip
+        rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds, heldout)
         if rows and trainer.logger is not None:
             log_convergence(trainer.logger.experiment, rows)
         write_plots(self.run_dir, rows)
