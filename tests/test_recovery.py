@@ -74,7 +74,7 @@ def test_recovery_from_the_command_line_with_any_generator(tmp_path, generator_d
     from silhouette_lightning.cli import main
 
     args = ["benchmark", "--recovery", "--generator", str(generator_dir), "--segmenters",
-            "deeplabv3_mobilenet_v3_large:1", "--heldout", "none", "--classes", "1", "--restarts", "2", "--steps",
+            "deeplabv3_mobilenet_v3_large:1", "--heldout", "none", "--classes", "7,8", "--restarts", "2", "--steps",
             "2", "--shifts", "0,3", "--rotations", "0", "--seg-size", "48", "--out", str(tmp_path / "out"), "--name",
             "cli", "--accelerator", "cpu", "--save-images", "none", "--image-every", "0"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err[-2000:]
