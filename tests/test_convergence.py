@@ -125,6 +125,22 @@ def test_every_statistic_matches_a_plain_recomputation():
     assert 0 < overall[(None, "success_rate@0.75")] < overall[(None, "pair_success_rate@0.75")] < 1
 
 
+def test_heldout_mean_is_over_the_scopes_scored_pairs():
+    records = synthetic_records()
+    pairs = sorted({(r["source"], r["class_id"]) for r in records})
+    heldout = {pair: (i % 5) / 5 for i, pair in enumerate(pairs) if pair != ("dog/a.png", 7)}  # one pair unscored
+    got = {(r["class"], r["subject"], r["statistic"]): r["value"] for r in convergence_stats(records, THRESHOLDS, heldout)
+           if r["step"] is None}  # fmt: skip
+    for c, subject in [("all", "all"), ("7", "all"), ("all", "dog"), ("207", "cat"), ("7", "dog")]:
+        scored = [v for (source, class_id), v in heldout.items()
+                  if c in ("all", str(class_id)) and subject in ("all", source.split("/")[0])]  # fmt: skip
+        assert got[(c, subject, "heldout_iou_count")] == len(scored)
+        assert got[(c, subject, "heldout_iou_mean")] == pytest.approx(sum(scored) / len(scored))
+    assert got[("7", "dog", "heldout_iou_count")] == 1  # dog/b.png only
+    unscored = convergence_stats(records, THRESHOLDS)
+    assert not any(r["statistic"].startswith("heldout") for r in unscored)
+
+
 def test_best_so_far_ends_at_the_records_best_iou():
     """The final best-so-far IoU is what the module reported as the trajectory's best (stopped rows: their
     best before stopping)."""
