@@ -67,3 +67,38 @@ def test_recovery_reports_per_transform(tmp_path, tiny_generator):
     for name in ("recovery_curves.png", "compare_curves.png"):
         assert Image.open(root / name).size[0] > 300
     assert "Recovery" in (root / "compare.html").read_text()
+
+
+def test_recovery_from_the_command_line_with_any_generator(tmp_path, generator_dir, torch_home, capsys):
+    """`train.py benchmark --recovery --generator DIR`: the real loaders, no pretrained weights."""
+    from silhouette_lightning.cli import main
+
+    args = ["benchmark", "--recovery", "--generator", str(generator_dir), "--segmenters",
+            "deeplabv3_mobilenet_v3_large:1", "--heldout", "none", "--classes", "7,8", "--restarts", "2", "--steps",
+            "2", "--shifts", "0,3", "--rotations", "0", "--seg-size", "48", "--out", str(tmp_path / "out"), "--name",
+            "cli", "--accelerator", "cpu", "--save-images", "none", "--image-every", "0"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err[-2000:]
+    rows = {(r["shift"], r["start"]): r for r in read_csv(tmp_path / "out" / "cli" / "recovery.csv")}
+    assert set(rows) == {("0", "z_s"), ("0", "random"), ("3", "z_s"), ("3", "random")}
+    assert float(rows[("0", "z_s")]["iou_step0_mean"]) == 1.0
+    assert "compare.html" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--data", "x"], "leave out --data"), (["--latents", "0"], "--latents"), (["--rotations", "400"], "rotations"),
+     (["--shifts", "0,0"], "twice")],
+)  # fmt: skip
+def test_bad_recovery_settings_exit_2(tmp_path, extra, message, capsys):
+    from silhouette_lightning.cli import main
+
+    assert main(["benchmark", *recovery_flags(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_transform_flags_only_with_recovery(tmp_path, mask_folder, capsys):
+    from silhouette_lightning.cli import main
+
+    assert main(["benchmark", "--data", str(mask_folder), "--shifts", "0,4", "--out", str(tmp_path)]) == 2
+    assert "only apply to --recovery" in capsys.readouterr().err
