@@ -82,8 +82,8 @@ def summary_row(run_dir: Path, records: list[dict]) -> dict:
         "class_name": imagenet_name(first["class_id"]), "restarts": len(records), "stopped_restarts": stopped,
         "output_dir": str(group_dir(run_dir, first["source"], first["class_id"]).relative_to(run_dir)),
     }  # fmt: skip
-    if not alive:
-        return row | {"status": "failed: every restart turned non-finite"}
+    if not alive or stopped == len(records):  # its best is at most a pre-divergence image: not a result
+        return row | {"status": "failed: every restart turned non-finite (try a lower --lr)"}
     best = best_record(alive)
     return row | {
         "best_iou": f"{best['best_iou']:.6f}", "best_loss": f"{best['best_loss']:.6g}",
