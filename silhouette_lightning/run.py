@@ -25,7 +25,8 @@ from silhouette_lightning.lightning_setup import (
     waiting_message,
 )
 from silhouette_lightning.models.biggan import load_generator
-from silhouette_lightning.models.segmenters import load_ensemble
+from silhouette_lightning.models.segmenters import load_ensemble, parse_ensemble_spec
+from silhouette_lightning.models.weights import ensure_weights, needed_files
 from silhouette_lightning.module import SilhouetteSwap
 from silhouette_lightning.sources import IMAGE_SUFFIXES, discover_sources
 from silhouette_lightning.tb_images import ImagePanels
@@ -127,6 +128,13 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
             raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
                              "by subject (DIR/dog/*.png)")  # fmt: skip
     classes_for = class_chooser(config)
+    if config.pretrained or generator is None:  # every missing file named at once, before any is loaded
+        ensure_weights(needed_files(
+            generator=config.generator if generator is None else None,
+            segmenters=[n for n, _ in parse_ensemble_spec(config.segmenters)] if ensemble is None and config.pretrained
+            else [],
+            heldout=config.heldout if heldout_model is None and config.pretrained and config.heldout != "none" else None,
+        ))  # fmt: skip
     if generator is None:
         generator = load_generator(config.generator)
     check_class_range(classes_for.all_ids, generator.config.num_classes)
