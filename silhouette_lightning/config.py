@@ -14,6 +14,7 @@ import yaml
 from silhouette_lightning.classes import class_items
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.fast_path import COMPILE_MODES, normalize_compile
+from silhouette_lightning.framing import FITS
 from silhouette_lightning.heldout import DEFAULT_HELDOUT, heldout_problem
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
@@ -58,6 +59,7 @@ class SwapConfig:
     generator: str = "biggan-deep-128"
     segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
     seg_size: int = 256
+    fit: str = "pad"  # non-square photos and masks to the networks' square: pad | crop | stretch (framing.py)
     ensemble: str = "probs"
     loss: str = "mse"
     heldout: str = DEFAULT_HELDOUT  # VOC segmenter outside the ensemble that scores each best image, or "none"
@@ -242,6 +244,12 @@ def validate(c: SwapConfig) -> None:
             f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r} (16-bit float gradient "
             "scaling would tie trajectories together; use bf16-mixed on GPUs)"
         )
+    from silhouette_lightning.distributed import strategy_problem  # imports Lightning: only when checking
+
+    if problem := strategy_problem(c.strategy):
+        problems.append(problem)
+    if c.fit not in FITS:
+        problems.append(f"--fit must be one of {', '.join(FITS)}, got {c.fit!r}")
     if c.loss not in LOSSES:
         problems.append(f"--loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
     if c.ensemble not in ENSEMBLE_MODES:
