@@ -24,7 +24,7 @@ from silhouette_lightning.lightning_setup import (
     nodes_did_not_join,
     waiting_message,
 )
-from silhouette_lightning.models.biggan import load_generator
+from silhouette_lightning.models.biggan import generator_origin, load_generator
 from silhouette_lightning.models.segmenters import load_ensemble, parse_ensemble_spec
 from silhouette_lightning.models.weights import ensure_weights, needed_files
 from silhouette_lightning.module import SilhouetteSwap
@@ -187,7 +187,7 @@ def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, e
     else:
         datamodule = data(generator=generator, ensemble=ensemble, run_dir=run_dir, classes_for=classes_for, log=log)
     data_dir = datamodule.data_dir
-    writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
+    writer = ResultWriter(run_dir, None, generator_spec=generator_origin(generator), truncation=config.truncation,
                           save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
                           blend=config.blend, fit=config.fit, thresholds=config.thresholds,
                           heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip
