@@ -2,6 +2,7 @@
 
 from conftest import draw_mask, read_csv
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from silhouette_lightning import pictures
 from silhouette_lightning.cli import main
@@ -39,3 +40,8 @@ def test_pages_titles_and_skipped_rows(cli_args, tmp_path, monkeypatch):
     cell = 128
     heights = [Image.open(p).height for p in pages]
     assert heights == [CAPTION_HEIGHT + n * cell + (n + 1) * GAP for n in (12, 3)]
+    # TensorBoard panels carry a caption bar over (source | target | image | map | composite)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tag = events.Tags()["images"][0]
+    panel = events.Images(tag)[-1]
+    assert (panel.height, panel.width) == (CAPTION_HEIGHT + 128, 5 * 128)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -151,6 +152,9 @@ def contact_sheet(
     return out
 
 
+PANEL_CAPTIONS = ("source", "target", "image", "map", "composite")
+
+
 def tensorboard_panel(
     source: Tensor,
     target: Tensor,
@@ -159,8 +163,10 @@ def tensorboard_panel(
     composite: Tensor,
     *,
     size: int = 128,
+    captions: Sequence[str] | None = PANEL_CAPTIONS,
 ) -> Tensor:
-    """[source | target | current best | its mask | composite] as one [3, size, 5 * size] float image.
+    """[source | target | current best | its mask | composite] as one float image in [0, 1]: [3, size, 5 * size],
+    with a caption bar naming each part on top ([3, CAPTION_HEIGHT + size, 5 * size]) unless `captions` is None.
 
     Each part is letterboxed (aspect kept, gray padding) into a size x size square; masks are shown in
     gray. Feed it to `SummaryWriter.add_image(tag, panel, step)` (CHW, [0, 1]).
@@ -173,4 +179,13 @@ def tensorboard_panel(
         _fit(_mask_rgb(_as_mask(best_mask, "best_mask")), square),
         _fit(_as_image(composite, "composite"), square),
     ]
-    return torch.cat(parts, dim=2).clamp(0, 1)  # [3, size, 5 * size]
+    panel = torch.cat(parts, dim=2).clamp(0, 1)  # [3, size, 5 * size]
+    if captions is None:
+        return panel
+    if len(captions) != len(parts):
+        raise ValueError(f"tensorboard_panel needs {len(parts)} captions, got {len(captions)}")
+    bar = _canvas(panel.shape[2], CAPTION_HEIGHT)
+    for i, text in enumerate(captions):
+        _draw_caption(bar, (i * size, 0, (i + 1) * size, CAPTION_HEIGHT), text)
+    bar_tensor = torch.from_numpy(np.asarray(bar)).permute(2, 0, 1).float() / 255  # [3, CAPTION_HEIGHT, 5 * size]
+    return torch.cat([bar_tensor, panel], dim=1)  # [3, CAPTION_HEIGHT + size, 5 * size]
