@@ -164,11 +164,12 @@ def build_report(run_dir: Path, stats: list[dict] | None = None) -> str:
         parts.append("<h2>Per class</h2>")
         parts.append(_table(list(classes[0]), classes, text_columns={"class_name"}))
 
-    sheet = run_dir / "contact_sheet.png"
-    if sheet.exists():
+    sheets = sorted(run_dir.glob("contact_sheet*.png"))  # one file, or pages contact_sheet_001.png, ...
+    if sheets:
         parts.append("<h2>Contact sheet</h2>")
-        parts.append(_figure(sheet, "contact sheet", "Rows: sources (photo or mask, target silhouette); columns: "
-                             "classes; each cell the best image with its IoU."))  # fmt: skip
+    for sheet in sheets:
+        parts.append(_figure(sheet, "contact sheet", "Rows: sources (photo or mask, target silhouette; skipped ones "
+                             "with their reason); columns: classes; each cell the best image with its IoU."))  # fmt: skip
 
     if results:
         parts.append("<h2>Every (source, class)</h2>")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from silhouette_lightning.classes import imagenet_name
+from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_torch_save, atomic_write_text
 from silhouette_lightning.sources import output_name
 
@@ -153,9 +154,14 @@ def regenerate(latent: str | Path | dict, generator=None) -> Tensor:
 
     >>> # image = regenerate("runs/samples-biggan-deep-128/swaps/dog__a.png/207_golden_retriever/latent.pt")
     """
-    from silhouette_lightning.models.biggan import load_generator
+    from silhouette_lightning.models.biggan import UNKNOWN_ORIGIN, load_generator
 
     data = latent if isinstance(latent, dict) else torch.load(latent, weights_only=True)
+    if generator is None and data["generator"] == UNKNOWN_ORIGIN:
+        raise UsageError(
+            f"{latent if not isinstance(latent, dict) else 'this latent'} was made with a generator passed as an "
+            "object, not loaded from a name or folder, so which one is unknown: pass it, regenerate(latent, generator)"
+        )
     generator = generator if generator is not None else load_generator(data["generator"])
     device = next(generator.parameters()).device
     z = data["z"].to(device).view(1, -1)

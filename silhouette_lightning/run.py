@@ -24,8 +24,9 @@ from silhouette_lightning.lightning_setup import (
     nodes_did_not_join,
     waiting_message,
 )
-from silhouette_lightning.models.biggan import load_generator
-from silhouette_lightning.models.segmenters import load_ensemble
+from silhouette_lightning.models.biggan import generator_origin, load_generator
+from silhouette_lightning.models.segmenters import load_ensemble, parse_ensemble_spec
+from silhouette_lightning.models.weights import ensure_weights, needed_files
 from silhouette_lightning.module import SilhouetteSwap
 from silhouette_lightning.run_lock import first_process, run_folder_lock
 from silhouette_lightning.sources import IMAGE_SUFFIXES, discover_sources
@@ -147,6 +148,13 @@ def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, e
     classes_for = class_chooser(config)
     if first_process():  # before any weights load: a second run on the folder fails at once
         held.enter_context(run_folder_lock(config.run_dir))
+    if config.pretrained or generator is None:  # every missing file named at once, before any is loaded
+        ensure_weights(needed_files(
+            generator=config.generator if generator is None else None,
+            segmenters=[n for n, _ in parse_ensemble_spec(config.segmenters)] if ensemble is None and config.pretrained
+            else [],
+            heldout=config.heldout if heldout_model is None and config.pretrained and config.heldout != "none" else None,
+        ))  # fmt: skip
     if generator is None:
         generator = load_generator(config.generator)
     check_class_range(classes_for.all_ids, generator.config.num_classes)
@@ -179,7 +187,7 @@ def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, e
     else:
         datamodule = data(generator=generator, ensemble=ensemble, run_dir=run_dir, classes_for=classes_for, log=log)
     data_dir = datamodule.data_dir
-    writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
+    writer = ResultWriter(run_dir, None, generator_spec=generator_origin(generator), truncation=config.truncation,
                           save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
                           blend=config.blend, fit=config.fit, thresholds=config.thresholds,
                           heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip

@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from silhouette_lightning import pictures
-from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
+from silhouette_lightning.classes import VOC_CLASSES
+from silhouette_lightning.contact_sheets import write_contact_sheets
 from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, log_convergence, write_convergence
 from silhouette_lightning.errors import OutputError, SourceError
 from silhouette_lightning.files import atomic_save_image
@@ -118,7 +117,7 @@ class ResultWriter(Callback):
         """The contact sheet and the convergence statistics of the whole run (resumed parts included)."""
         self._drain()
         self._write_tables()
-        if self.save_images != "none" and self.complete:
+        if self.save_images != "none" and (self.complete or self.plan.skipped):
             self._contact_sheet()
         heldout = {(r["source"], int(r["class_id"])): float(r["heldout_iou"])
                    for r in self.complete.values() if r.get("heldout_iou")}  # fmt: skip
@@ -281,25 +280,6 @@ class ResultWriter(Callback):
         return source_picture(self.data_dir, source_key, masks=self.plan.masks, max_pixels=self.max_pixels)
 
     def _contact_sheet(self) -> None:
-        """Rows = sources (photo or mask, target), columns = classes (best image with its IoU)."""
-        ok_rows = [row for row in self.complete.values() if row.get("status") == "ok"]
-        sources = sorted({r["source"] for r in ok_rows}, key=self.plan.source_order)
-        classes = sorted({int(r["class_id"]) for r in ok_rows}, key=self.plan.class_order)
-        by_pair = {(r["source"], int(r["class_id"])): r for r in ok_rows}
-        headers, cells = [], []
-        for source in sources:
-            target = load_target(self.plan.targets_dir, source)
-            photo = self._photo(source)
-            headers.append((photo if photo is not None else target.expand(3, -1, -1), target))
-            row_cells = []
-            for class_id in classes:
-                row = by_pair.get((source, class_id))
-                best = self.run_dir / row["output_dir"] / "best.png" if row else None
-                if best is None or not best.exists():
-                    row_cells.append(None)
-                    continue
-                image = pil_to_tensor(Image.open(best).convert("RGB")).float() / 255
-                row_cells.append((image, f"IoU {float(row['best_iou']):.2f}"))
-            cells.append(row_cells)
-        titles = [f"{c} {imagenet_name(c)}" for c in classes]
-        atomic_save_image(pictures.contact_sheet(headers, cells, titles), self.run_dir / "contact_sheet.png")
+        """Rows = sources (photo or mask, target; skipped ones with their reason), columns = classes."""
+        skipped = [{"source": s.key, "status": s.status} for s in self.plan.skipped]
+        write_contact_sheets(self.run_dir, [*self.complete.values(), *skipped], self.plan, self._photo)

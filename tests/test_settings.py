@@ -165,3 +165,29 @@ def test_the_run_folder_stays_inside_out(cli_args, tmp_path, name, capsys):
     assert main(cli_args(name=name)) == 2
     assert "--name must be a folder name inside --out" in _one_line_error(capsys)
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
+
+
+def test_every_missing_pretrained_file_is_named_in_one_message(cli_args, tmp_path, monkeypatch, capsys):
+    """Offline, with an empty cache: the generator's two files and each segmenter's checkpoint, all at once."""
+    import urllib.error
+
+    from silhouette_lightning.models import fetch
+    from silhouette_lightning.models.segmenters import segmenter_weights_path
+
+    def offline(request, *args, **kwargs):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(fetch, "urlopen", offline)
+    monkeypatch.setenv("SILHOUETTE_CACHE", str(tmp_path / "cache"))
+    args = _with(cli_args(), "--generator", "biggan-deep-128")
+    args = _with(args, "--segmenters", "deeplabv3_resnet101:0.6,fcn_resnet101:0.4")
+    assert main(_with(args, "--heldout", "fcn_resnet50")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "5 pretrained file(s) are missing" in err, err
+    biggan = tmp_path / "cache" / "biggan" / "biggan-deep-128"
+    wanted = [biggan / "config.json", biggan / "pytorch_model.bin"] + [
+        segmenter_weights_path(name)[0] for name in ("deeplabv3_resnet101", "fcn_resnet101", "fcn_resnet50")
+    ]
+    for path in wanted:
+        assert str(path) in err and not path.exists(), path
+    assert not (tmp_path / "out" / "run").exists()
