@@ -11,7 +11,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
-from silhouette_lightning.config import SwapConfig
+from silhouette_lightning.config import SwapConfig, search_options
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_write_text
@@ -111,10 +111,13 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
         from silhouette_lightning.batching import auto_batch_size
 
         batch_size = auto_batch_size(generator, ensemble, config, log=log)
+    if config.prune_after is not None and batch_size < config.restarts:
+        raise UsageError(f"--prune-after compares a source and class's restarts within one batch: it needs "
+                         f"--batch-size >= --restarts ({config.restarts}), got {batch_size}")  # fmt: skip
     module = SilhouetteSwap(
         generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
         truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
-        hparams=config.to_dict(), compile_ensemble=config.compile,
+        hparams=config.to_dict(), compile_ensemble=config.compile, search=search_options(config),
     )  # fmt: skip
     data = SwapData(
         sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
