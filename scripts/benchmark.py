@@ -105,6 +105,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=PEAKS["bf16"], help="the card's peak, TFLOP/s")
     p.add_argument("--peak-note", default=DEFAULT_PEAK_NOTE, help="what --peak-tflops is (printed)")
     p.add_argument("--profile", action="store_true", help="also profile one step of each row: top kernels, GPU busy")
+    p.add_argument(
+        "--measure-peak",
+        action="store_true",
+        help="measure the dense matmul peak (bf16 on a GPU, fp32 on a CPU) in this run and use it as the peak",
+    )
+    p.add_argument(
+        "--harness",
+        action="store_true",
+        help="also time a plain step inside the whole tool (Lightning, logging, tracking) against the bare "
+        "step at the first batch size and seg size: the harness overhead",
+    )
+    p.add_argument("--harness-steps", type=int, default=30, help="latent steps of the --harness run")
+    p.add_argument(
+        "--end-to-end",
+        type=Path,
+        metavar="DATA",
+        help="also time the default train.py command on DATA (masks if --masks) end to end: loading, "
+        "target maps, steps, logging, pictures; compared with the bare steps it ran",
+    )
+    p.add_argument("--masks", action="store_true", help="--end-to-end DATA holds silhouettes")
     p.add_argument("--json", type=Path, help="write all results here")
     args = p.parse_args(argv)
     try:
@@ -280,6 +300,84 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def measure_matmul_peak(device: torch.device, repeats: int = 10) -> dict:
+    """The dense matmul rate this device reaches in this run, TFLOP/s: bf16 on a GPU, fp32 on a CPU."""
+    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 1024)
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    times = time_steps(lambda: a @ b, device, warmup=3, repeats=repeats)
+    best_ms = min(times)
+    return {"dtype": str(dtype).removeprefix("torch."), "n": n, "ms": best_ms, "tflops": 2 * n**3 / best_ms / 1e9}
+
+
+def whole_run(config, generator: nn.Module, ensemble: nn.Module) -> dict:
+    """Run the whole tool (`silhouette_lightning.run.run`) as configured, timing every step (`StepClock`)."""
+    from silhouette_lightning.run import run
+    from silhouette_lightning.timing import StepClock
+
+    clock = StepClock()
+    run(config, generator=generator, ensemble=ensemble, callbacks=[clock], log=lambda *a: None)
+    return clock.summary()
+
+
+def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """Median plain-step time inside the whole tool over that of the bare step (score, backward, Adam), same
+    models, batch and seg size: the per-step cost of Lightning, logging and best-so-far tracking."""
+    from PIL import Image, ImageDraw
+
+    from silhouette_lightning.config import SwapConfig
+
+    device = torch.device(args.device)
+    batch, size = args.batches[0], args.seg_sizes[0]
+    gen, ens = build_models(args.generator, args.segmenters, size)
+    gen, ens = gen.to(device), ens.to(device)
+    module = make_module(gen, ens, batch, args)
+    optimizer = module.configure_optimizers()
+    inputs = make_inputs(batch, gen.config.num_classes, size, device)
+    bare = time_steps(lambda: latent_step(module, optimizer, inputs, None), device, args.warmup, args.harness_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        mask = Image.new("L", (64, 64), 0)
+        ImageDraw.Draw(mask).ellipse((10, 8, 54, 56), fill=255)
+        (Path(tmp) / "masks").mkdir()
+        mask.save(Path(tmp) / "masks" / "a.png")
+        config = SwapConfig(data=str(Path(tmp) / "masks"), masks=True, subject="dog", classes=[1], restarts=batch,
+                            steps=args.harness_steps, batch_size=batch, seg_size=size, save_images="none",
+                            image_every=0, frames=2, out=tmp, name="harness", accelerator=device.type.replace("cuda", "gpu"),
+                            precision="32-true", compile="none", pretrained=False)  # fmt: skip
+        timed = whole_run(config, gen, ens)
+    bare_s = statistics.median(bare) / 1000
+    result = {"batch": batch, "seg_size": size, "bare_step_s": bare_s, "harness_step_s": timed["median_step_s"],
+              "ratio": timed["median_step_s"] / bare_s, "target": 1.15}  # fmt: skip
+    log(f"harness: {result['harness_step_s'] * 1000:.2f} ms/step in the tool vs {bare_s * 1000:.2f} ms bare "
+        f"(batch {batch}, seg {size}): {result['ratio']:.3f}x (target <= 1.15x)")  # fmt: skip
+    return result
+
+
+def end_to_end(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """The default command on `--end-to-end DATA` with random weights, timed whole, against its bare steps."""
+    from silhouette_lightning.config import build_config
+
+    device = torch.device(args.device)
+    size = args.seg_sizes[0]
+    gen, ens = build_models(args.generator, args.segmenters, size)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = build_config({"data": str(args.end_to_end), "masks": args.masks or None, "seg_size": size,
+                               "out": tmp, "name": "e2e", "pretrained": False,
+                               "accelerator": device.type.replace("cuda", "gpu")})  # fmt: skip
+        t0 = time.perf_counter()
+        timed = whole_run(config, gen, ens)
+        total = time.perf_counter() - t0
+    result = {**timed, "total_s": total}
+    log(f"end to end: {total:.1f} s in all, {timed['before_first_step_s']:.1f} s before the first step, "
+        f"{timed['batches']} steps at {timed['median_step_s'] * 1000:.1f} ms (median plain step)")  # fmt: skip
+    if timed["median_step_s"]:
+        engine = timed["batches"] * timed["median_step_s"]
+        result["engine_s"] = engine
+        result["overhead"] = total / engine - 1
+        log(f"  engine (steps x median step): {engine:.1f} s; the rest (loading, maps, pictures, logging) "
+            f"{100 * result['overhead']:.0f}% on top (target < 10%)")  # fmt: skip
+    return result
+
+
 def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     """Build the networks, measure the reference loop and every configuration; returns the JSON-able results."""
     device = torch.device(args.device)
@@ -288,8 +386,17 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
     base_gen, base_ens = base_gen.to(device), base_ens.to(device)
     log(f"built {args.generator} + {args.segmenters} on {device} in {time.perf_counter() - t0:.1f} s")
     flops_cache: dict = {}
+    if args.measure_peak:
+        peak = measure_matmul_peak(device)
+        args.peak_tflops = float(f"{peak['tflops']:.4g}")
+        args.peak_note = f"dense {peak['dtype']} matmul {peak['n']}^3 measured in this run ({peak['ms']:.2f} ms)"
+        log(f"measured peak: {args.peak_tflops} TFLOP/s ({args.peak_note})")
     results: dict = {"env": environment(device), "args": _jsonable(vars(args)), "peak_tflops": args.peak_tflops,
                      "peak_note": args.peak_note, "reference": {}, "rows": []}  # fmt: skip
+    if args.harness:
+        results["harness"] = harness_overhead(args, log)
+    if args.end_to_end:
+        results["end_to_end"] = end_to_end(args, log)
 
     # Reference: batch 1, fp32, contiguous, default backend settings, the networks as loaded.
     if not args.no_reference:

@@ -32,7 +32,7 @@ def one_run(sources: int, workdir: Path) -> dict:
     config = build_config({
         "data": str(data), "masks": True, "classes": "1,2", "restarts": 2, "steps": 3, "batch_size": 64,
         "seg_size": 32, "out": str(workdir / "runs"), "name": "m", "accelerator": "cpu", "save_images": "none",
-        "image_every": 0,
+        "image_every": 0, "heldout": "none",
     })  # fmt: skip
     start = time.perf_counter()
     run(config, generator=build_random_generator(tiny_biggan_config()), ensemble=tiny_ensemble(32),

@@ -4,4 +4,4 @@ from silhouette_lightning.api import Swap, swap
 from silhouette_lightning.results import regenerate
 
 __all__ = ["Swap", "regenerate", "swap"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)

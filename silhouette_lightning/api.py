@@ -17,7 +17,8 @@ from silhouette_lightning.results import regenerate
 
 @dataclass
 class Swap:
-    """The best result of one class: image `[3, R, R]` and its silhouette `[S, S]` in [0, 1], IoU and latent."""
+    """The best result of one class: image `[3, R, R]` and its silhouette `[S, S]` in [0, 1], IoU and latent;
+    `heldout_iou`: the held-out segmenter's IoU of the same image (None with `heldout="none"`)."""
 
     class_id: int
     class_name: str
@@ -25,6 +26,7 @@ class Swap:
     mask: Tensor
     iou: float
     latent: dict
+    heldout_iou: float | None = None
 
 
 def swap(
@@ -36,13 +38,14 @@ def swap(
     out: str | Path | None = None,
     generator=None,
     ensemble=None,
+    heldout_model=None,
     **settings,
 ) -> list[Swap]:
     """Swap the subject of one image for each of `classes`; the best of `restarts` per class.
 
     `image`: a path, a PIL image or a `[3, H, W]` tensor in [0, 1]; `mask=True` if it is a silhouette.
     `settings`: any `train.py` setting (`restarts=4`, `steps=25`, `accelerator="gpu"`, ...). Files go to
-    `out` (default: a temporary folder). `generator`/`ensemble`: already loaded networks to reuse.
+    `out` (default: a temporary folder). `generator`/`ensemble`/`heldout_model`: already loaded networks to reuse.
     """
     from silhouette_lightning.run import run
 
@@ -60,7 +63,8 @@ def swap(
             {"data": str(data), "masks": mask, "subject": subject, "classes": list(classes),
              "out": str(out or Path(tmp) / "runs"), "name": "swap", "image_every": 0} | settings
         )  # fmt: skip
-        run_dir = run(config, generator=generator, ensemble=ensemble, enable_progress_bar=False)
+        run_dir = run(config, generator=generator, ensemble=ensemble, heldout_model=heldout_model,
+                      enable_progress_bar=False)  # fmt: skip
         return _read_results(run_dir, generator)
 
 
@@ -82,6 +86,7 @@ def _read_results(run_dir: Path, generator) -> list[Swap]:
         latent = torch.load(folder / "latent.pt", weights_only=True)
         mask_file = folder / "mask.png"
         mask = pil_to_tensor(Image.open(mask_file))[0].float() / 255 if mask_file.exists() else torch.empty(0)
+        heldout = float(row["heldout_iou"]) if row.get("heldout_iou") else None
         swaps.append(Swap(int(row["class_id"]), row["class_name"], regenerate(latent, generator), mask,
-                          float(row["best_iou"]), latent))  # fmt: skip
+                          float(row["best_iou"]), latent, heldout))  # fmt: skip
     return swaps

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, load_yaml
+import torch
+
+from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, config_yaml, load_yaml
 from silhouette_lightning.errors import UsageError, WeightsError
+from silhouette_lightning.fast_path import COMPILE_MODES
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 
 
@@ -18,17 +22,35 @@ def _devices(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _thresholds(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected IoU levels like 0.5,0.75,0.9, got {text!r}") from None
+
+
+COMMAND = "silhouette-swap"  # the console command pyproject.toml installs
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """The name `--help` shows: `train.py` when run as the script, else the console command's name."""
+    base = os.path.basename(sys.argv[0] if argv0 is None and sys.argv else argv0 or "")
+    return "train.py" if base == "train.py" else COMMAND
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """Flags; each defaults to None so that only what the user typed overrides the config file."""
     d = SwapConfig()
     p = argparse.ArgumentParser(
-        prog="train.py",
+        prog=prog or prog_name(),
         description="Swap the subject of each source photo (or silhouette mask) for BigGAN images of chosen "
         "ImageNet classes that fit the same silhouette. Results: OUT/NAME/results.csv, swaps/, TensorBoard.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")
+    a("--print-config", action="store_true", help="print the settings this command would run with, as YAML that "
+      "--config reads back (defaults < config file < flags), and exit")  # fmt: skip
     a("--data", help="folder of source photos: flat, or one folder per subject (DIR/dog/*.jpg)")
     a("--masks", action="store_true", default=None, help="the files are silhouettes (white subject on black)")
     a("--subject", help="VOC class of the sources' subject (dog, cat, bird, ...); default: folder name or detected")
@@ -48,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--steps", type=int, help=f"Adam steps per trajectory (default {d.steps})")
     a("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
     a("--seed", type=int, help=f"run seed; each trajectory's seed derives from it (default {d.seed})")
-    a("--batch-size", type=_int_or_auto, help=f"trajectories per device per step, or auto (default {d.batch_size})")
+    a("--batch-size", type=_int_or_auto, help="trajectories per device per step, or auto: the largest that fits the GPU, 16 on a CPU "
+      f"(default {d.batch_size})")  # fmt: skip
     a("--truncation", type=float, help=f"BigGAN truncation in (0, 1] (default {d.truncation})")
     a("--generator", help=f"biggan-deep-128|256|512 or a folder with config.json + pytorch_model.bin "
       f"(default {d.generator})")  # fmt: skip
@@ -56,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seg-size", type=int, help=f"segmenter input size in px (default {d.seg_size})")
     a("--ensemble", choices=ENSEMBLE_MODES, help=f"how segmenters combine (default {d.ensemble})")
     a("--loss", choices=LOSSES, help=f"silhouette loss on the subject channel (default {d.loss})")
+    a("--heldout", help="torchvision VOC segmenter, not in the ensemble, that scores each result's best image "
+      f"(results.csv heldout_iou), or none (default {d.heldout})")  # fmt: skip
     a("--frames", type=int, help=f"latents kept per trajectory for strips and animations (default {d.frames})")
     a("--save-images", choices=SAVE_IMAGES, help=f"pictures to write (default {d.save_images})")
     a("--blend", choices=("soft", "poisson"), help=f"composite edges; poisson needs opencv (default {d.blend})")
+    a("--thresholds", type=_thresholds, help="IoU levels for success rates and steps-to-reach in convergence.csv "
+      f"(default {','.join(f'{t:g}' for t in d.thresholds)})")  # fmt: skip
     a("--image-every", type=int, help=f"TensorBoard image panel every N steps, 0 never (default {d.image_every})")
     a("--max-pixels", type=int, help=f"skip source images larger than this (default {d.max_pixels})")
     a("--out", help=f"output folder (default {d.out})")
@@ -68,32 +95,53 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--devices", type=_devices, help=f"devices per node, or auto (default {d.devices})")
     g.add_argument("--num-nodes", type=int, help=f"machines (default {d.num_nodes})")
     g.add_argument("--strategy", help=f"auto, ddp, ... (default {d.strategy})")
-    g.add_argument("--precision", help=f"32-true, bf16-mixed, 16-mixed (default {d.precision})")
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="torch.compile the segmenters: about 40%% more steps/s on a GPU after 1-2 minutes of compiling",
-    )
+    g.add_argument("--precision", help=f"32-true, bf16-mixed, or auto: bf16-mixed on a GPU that has it, else "
+                   f"32-true; 16-bit float is refused, see README (default {d.precision})")  # fmt: skip
+    g.add_argument("--compile", nargs="?", const="ensemble", choices=("auto", *COMPILE_MODES),
+                   help="torch.compile for the training steps: the segmenters (ensemble, about 40%% more steps/s on a "
+                   "GPU after 1-2 minutes of compiling, cached for later runs), the whole scoring step (all), or "
+                   f"none; auto: ensemble on a GPU, none on a CPU (default {d.compile})")  # fmt: skip
+    g.add_argument("--no-compile", dest="compile", action="store_const", const="none", help="same as --compile none")
     return p
 
 
 def config_from_args(argv: list[str] | None = None) -> SwapConfig:
     """Defaults < config file < flags."""
+    return _parse(argv)[0]
+
+
+def _parse(argv: list[str] | None) -> tuple[SwapConfig, bool]:
+    """(the settings, whether --print-config was given)."""
     args = vars(build_parser().parse_args(argv))
+    print_config = bool(args.pop("print_config"))
     file_layer = load_yaml(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
-    return build_config(file_layer, args)
+    return build_config(file_layer, args), print_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the tool; exit code 0 done, 2 bad input or settings (with a one-line reason, no traceback)."""
+    """Run the tool; exit code 0 done, 2 bad input or settings (with a one-line reason, no traceback).
+
+    `train.py benchmark ...` (first word) runs the benchmark subcommand (benchmark.py) instead.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["benchmark"]:
+        from silhouette_lightning.benchmark import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     try:
-        config = config_from_args(argv)
+        config, print_config = _parse(argv)
+        if print_config:
+            print(config_yaml(config), end="")
+            return 0
         from silhouette_lightning.run import run
 
         run(config)
     except (UsageError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError:
+        print("error: out of memory on the device: pass a smaller --batch-size (or auto) or --seg-size; finished "
+              "results are kept and the same command resumes", file=sys.stderr)  # fmt: skip
         return 2
     return 0

@@ -12,11 +12,27 @@ from typing import Any
 import yaml
 
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.fast_path import COMPILE_MODES, normalize_compile
+from silhouette_lightning.heldout import DEFAULT_HELDOUT, heldout_problem
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 SAVE_IMAGES = ("none", "best", "all")
+# --precision values that keep invariant 1 (one row's overflow never changes another row), each mapped to
+# Lightning's name. "16-mixed" is left out: its gradient scaler skips the whole [G, Z] step when any row
+# overflows and carries its scale from chunk to chunk; "16-true" overflows without a scaler; "64-true" is
+# not worth its cost. bf16 has float32's exponent range, so it needs no scaler.
+PRECISIONS: dict[str, str] = {
+    "auto": "auto",
+    "32-true": "32-true",
+    "32": "32-true",
+    "bf16-mixed": "bf16-mixed",
+    "bf16": "bf16-mixed",
+}
+# Four times the 520 px the segmenters were trained at; activation memory grows with the square of the size, so a
+# larger value only fails later with an out-of-memory error.
+MAX_SEG_SIZE = 2048
 
 
 @dataclass
@@ -39,16 +55,18 @@ class SwapConfig:
     lr: float = 0.1
     betas: tuple[float, float] = (0.5, 0.99)
     seed: int = 0
-    batch_size: int | str = 16  # trajectories per device per step, or "auto" (largest that fits, GPU)
+    batch_size: int | str = "auto"  # trajectories per device per step; auto: largest that fits a GPU, 16 on a CPU
     truncation: float = 0.4
     generator: str = "biggan-deep-128"
     segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
     seg_size: int = 256
     ensemble: str = "probs"
     loss: str = "mse"
+    heldout: str = DEFAULT_HELDOUT  # VOC segmenter outside the ensemble that scores each best image, or "none"
     frames: int = 6  # latents kept per trajectory for the progress strip and animation
     save_images: str = "all"  # none | best (best image, masks, composite) | all (+ strip, animation)
     blend: str = "soft"  # composites: soft-edged mask, or "poisson" (OpenCV seamlessClone, optional dependency)
+    thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])  # IoU levels of convergence.csv
     image_every: int = 5  # TensorBoard image panel every N steps (0: never)
     max_pixels: int = 50_000_000  # larger source images are skipped (decompression bombs)
     out: str = "runs"
@@ -58,8 +76,8 @@ class SwapConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
-    compile: bool = False  # torch.compile the segmenters for the training steps (GPU: +40% steps/s, slow start)
+    precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py)
+    compile: bool | str = "auto"  # torch.compile for the training steps: none|ensemble|all; auto: ensemble on a GPU
     pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
 
@@ -76,6 +94,7 @@ class SwapConfig:
             "save_images",
             "image_every",
             "blend",
+            "thresholds",  # convergence.csv is recomputed from all records at the end of every run
         }
     )
 
@@ -93,6 +112,35 @@ class SwapConfig:
     def result_settings(self) -> dict[str, Any]:
         """The settings results depend on: a resumed run must match them."""
         return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_ONLY}
+
+
+def comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as a resumed run compares them: the same folder however it is written (`./data`, `data/`, an
+    absolute path), the same classes in any order or spelling (`1,3` and `"tiger shark",1`)."""
+    from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes
+
+    def class_set(items):
+        try:
+            return sorted(set(resolve_imagenet_classes(parse_class_list(items) if isinstance(items, str) else items)))
+        except (UsageError, TypeError):  # not a class list: compared as written
+            return items
+
+    out = dict(settings)
+    if out.get("data"):
+        out["data"] = str(Path(out["data"]).resolve())
+    if out.get("generator") and Path(out["generator"]).is_dir():
+        out["generator"] = str(Path(out["generator"]).resolve())
+    if out.get("classes"):
+        out["classes"] = class_set(out["classes"])
+    if isinstance(out.get("default_classes"), dict):
+        out["default_classes"] = {k: class_set(v) for k, v in out["default_classes"].items()}
+    return out
+
+
+def config_yaml(config: SwapConfig) -> str:
+    """The settings as YAML, in field order: what `--print-config` prints and `config.yaml` holds; `--config`
+    reads it back to the same settings."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def default_run_name(config: SwapConfig) -> str:
@@ -136,6 +184,8 @@ def build_config(*layers: dict[str, Any]) -> SwapConfig:
                 values[key] = value
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
+    if str(values.get("precision")) in PRECISIONS:  # aliases ("bf16", 32 from YAML) -> Lightning's own name
+        values["precision"] = PRECISIONS[str(values["precision"])]
     config = SwapConfig(**values)
     validate(config)
     return config
@@ -151,6 +201,9 @@ def validate(c: SwapConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
     problems += search_problems(c)
+    if isinstance(c.seg_size, int) and c.seg_size > MAX_SEG_SIZE:
+        problems.append(f"--seg-size must be at most {MAX_SEG_SIZE} (the segmenters' memory grows with its square; "
+                        f"their weights were trained near 520), got {c.seg_size}")  # fmt: skip
     if not (isinstance(c.lr, (int, float)) and c.lr > 0):
         problems.append(f"--lr must be positive, got {c.lr}")
     if len(c.betas) != 2 or not all(0 <= b < 1 for b in c.betas):
@@ -164,14 +217,27 @@ def validate(c: SwapConfig) -> None:
             import cv2  # noqa: F401
         except ImportError:
             problems.append("--blend poisson needs OpenCV: pip install opencv-python-headless")
+    t = c.thresholds
+    if not (isinstance(t, (list, tuple)) and t and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                       and 0 < x <= 1 for x in t)):  # fmt: skip
+        problems.append(f"--thresholds must be one or more IoU levels in (0, 1], like 0.5,0.75,0.9; got {t!r}")
+    if normalize_compile(c.compile) not in ("auto", *COMPILE_MODES):
+        problems.append(f"--compile must be one of auto, {', '.join(COMPILE_MODES)}, got {c.compile!r}")
     if c.image_every < 0:
         problems.append(f"--image-every must be >= 0, got {c.image_every}")
+    if c.precision not in PRECISIONS:
+        problems.append(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r} (16-bit float gradient "
+            "scaling would tie trajectories together; use bf16-mixed on GPUs)"
+        )
     if c.loss not in LOSSES:
         problems.append(f"--loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
     if c.ensemble not in ENSEMBLE_MODES:
         problems.append(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {c.ensemble!r}")
     if c.save_images not in SAVE_IMAGES:
         problems.append(f"--save-images must be one of {', '.join(SAVE_IMAGES)}, got {c.save_images!r}")
+    if problem := heldout_problem(c.heldout, c.segmenters):
+        problems.append(problem)
     try:
         members = parse_ensemble_spec(c.segmenters)
         if sum(w for _, w in members) <= 0 or any(w < 0 for _, w in members):

@@ -8,7 +8,8 @@ rank's target maps, the later steps of a chunk carry only their step number.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,9 +18,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from silhouette_lightning.classes import VOC_CLASSES
 from silhouette_lightning.files import atomic_torch_save
-from silhouette_lightning.results import load_records
+from silhouette_lightning.results import drop_records, group_dir, load_records
 from silhouette_lightning.sources import Source
-from silhouette_lightning.target_maps import PreparedSource, load_target, prepare_targets
+from silhouette_lightning.target_maps import (
+    PreparedSource,
+    changed_sources,
+    load_target,
+    prepare_targets,
+    target_path,
+)
 from silhouette_lightning.trajectories import Trajectory, enumerate_trajectories, trajectory_seed
 
 
@@ -41,7 +48,7 @@ class ChunkSteps(Dataset):
     ) -> None:
         self.trajectories, self.indices, self.targets_dir = trajectories, indices, Path(targets_dir)
         self.chunk, self.rank_rows, self.steps = chunk, rank_rows, steps
-        self.starts, self.run_seed = starts, run_seed
+        self.candidates, self.run_seed = starts, run_seed  # best-of-N: candidate starts per group (0: off)
         if whole_groups:  # restart pruning compares a group's restarts: never split a group across chunks
             self.chunks = pack_groups([trajectories[i].group for i in indices], indices, chunk)
         else:
@@ -79,11 +86,11 @@ class ChunkSteps(Dataset):
             "group": torch.tensor([groups.setdefault(t.group, len(groups)) if t else -1 for t in trajs]),
             "targets": torch.stack(targets),  # [B, S, S]
         }
-        if self.starts:  # best-of-N: every group's candidate seeds and target (any rank may score any group)
+        if self.candidates:  # best-of-N: every group's candidate seeds and target (any rank may score any group)
             first_of = {t.group: t for t in reversed(trajs) if t}
             members = [first_of[g] for g in groups]  # in group id order
             item["candidate_seeds"] = torch.tensor(
-                [[trajectory_seed(self.run_seed, t.source_key, t.class_id, n) for n in range(self.starts)]
+                [[trajectory_seed(self.run_seed, t.source_key, t.class_id, n) for n in range(self.candidates)]
                  for t in members], dtype=torch.long)  # fmt: skip  # [groups, N]
             item["group_class"] = torch.tensor([t.class_id for t in members])  # [groups]
             item["group_channel"] = torch.tensor([VOC_CLASSES.index(t.subject) for t in members])  # [groups]
@@ -162,6 +169,7 @@ class SwapData(LightningDataModule):
         self.targets_dir = self.run_dir / "targets"
         self.plan: Plan | None = None
         self.pending: list[int] = []
+        self.prepare_data_per_node = False  # the run folder is shared by every node: one process writes the plan
 
     @property
     def plan_path(self) -> Path:
@@ -171,12 +179,17 @@ class SwapData(LightningDataModule):
         """One process: segment every source (cached), decide subjects and classes, save the plan."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.ensemble.to(device)
+        self.forget_changed_sources()
         prepared = prepare_targets(self.sources, self.ensemble, self.targets_dir, masks=self.masks,
                                    size=self.seg_size, mode=self.ensemble_mode, max_pixels=self.max_pixels,
                                    data_dir=self.data_dir, log=self.log)  # fmt: skip
-        ok = [p for p in prepared if p.ok]
-        subjects = sorted({p.subject for p in ok})
+        subjects = sorted({p.subject for p in prepared if p.ok})
         class_ids = {subject: self.classes_for(subject) for subject in subjects}
+        without = "skipped: no classes to swap a {} to (configs/classes.yaml has none); pass --classes"
+        prepared = [p if not p.ok or class_ids[p.subject] else replace(p, status=without.format(p.subject))
+                    for p in prepared]  # fmt: skip
+        class_ids = {subject: ids for subject, ids in class_ids.items() if ids}
+        ok = [p for p in prepared if p.ok]
         trajectories = enumerate_trajectories(
             [(p.key, p.subject, class_ids[p.subject]) for p in ok], self.restarts, self.seed
         )
@@ -184,6 +197,19 @@ class SwapData(LightningDataModule):
             "trajectories": [asdict(t) for t in trajectories], "sources": [s.key for s in self.sources],
             "skipped": [asdict(p) for p in prepared if not p.ok], "class_ids": class_ids,
         }, self.plan_path)  # fmt: skip
+
+    def forget_changed_sources(self) -> None:
+        """Sources whose files changed since their results were made are redone: drop their records and
+        pictures, then their target map (last, so that a crash in between still finds them changed)."""
+        changed = changed_sources(self.sources, self.targets_dir)
+        if not changed:
+            return
+        self.log(f"{len(changed)} source file(s) changed since their results were made; redoing them: "
+                 f"{', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}")  # fmt: skip
+        drop_records(self.run_dir, changed)
+        for key in changed:
+            shutil.rmtree(group_dir(self.run_dir, key, 0).parent, ignore_errors=True)
+            target_path(self.targets_dir, key).unlink(missing_ok=True)
 
     def setup(self, stage: str) -> None:
         """Every rank: read the plan and leave out trajectories that earlier runs finished."""
@@ -196,6 +222,8 @@ class SwapData(LightningDataModule):
         )  # fmt: skip
         done = load_records(self.run_dir).keys()
         self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
+        if not self.pending:  # nothing to fit: no empty epoch (and none of Lightning's zero-length warnings)
+            self.trainer.limit_train_batches = 0
 
     def train_dataloader(self) -> DataLoader:
         """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""

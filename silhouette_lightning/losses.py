@@ -2,6 +2,8 @@
 
 Every function returns one loss per trajectory (`[B]`), never a batch mean: the caller sums them, so that
 each trajectory's gradient does not depend on how many others share its batch (DESIGN.md, invariant 1).
+Losses are computed in float32 with autocast off, whatever the caller's precision: CUDA autocast refuses
+`binary_cross_entropy`, and a bf16 loss would round each trajectory's small differences away.
 """
 
 from __future__ import annotations
@@ -15,22 +17,29 @@ ENSEMBLE_MODES = ("probs", "logits", "losses")
 _EPS = 1e-6
 
 
+def _float32(t: Tensor):
+    """A context with autocast off on `t`'s device: what runs in it keeps its inputs' float32."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def ensemble_probs(member_logits: Tensor, weights: Tensor, mode: str = "probs") -> Tensor:
     """Combine segmenter outputs into one class-probability map.
 
     `member_logits`: [M, B, C, H, W]; `weights`: [M], summing to 1. Mode "probs" (the paper's ensemble)
     is the weighted mean of the members' softmaxes; "logits" (appendix A) is the softmax of the weighted
-    mean of the logits; "losses" averages losses instead of maps, and its map is the "probs" one.
+    mean of the logits; "losses" averages losses instead of maps, and its map is the "probs" one. Combined
+    in float32 with autocast off, as target maps are, so that both sides of the loss are weighted alike.
 
     >>> logits = torch.zeros(2, 1, 3, 4, 4)
     >>> ensemble_probs(logits, torch.tensor([0.5, 0.5])).sum(1).allclose(torch.ones(1, 4, 4))
     True
     """
-    w = weights.to(member_logits.dtype).view(-1, 1, 1, 1, 1)
-    if mode == "logits":
-        return (w * member_logits).sum(0).softmax(1)  # [B, C, H, W]
-    if mode in ("probs", "losses"):
-        return (w * member_logits.softmax(2)).sum(0)  # [B, C, H, W]
+    with _float32(member_logits):  # in bf16, 0.6 would become 0.6016 and maps would sum to 1.004
+        logits, w = member_logits.float(), weights.float().view(-1, 1, 1, 1, 1)
+        if mode == "logits":
+            return (w * logits).sum(0).softmax(1)  # [B, C, H, W]
+        if mode in ("probs", "losses"):
+            return (w * logits.softmax(2)).sum(0)  # [B, C, H, W]
     raise ValueError(f"unknown ensemble mode {mode!r}; choose one of {ENSEMBLE_MODES}")
 
 
@@ -48,8 +57,12 @@ def map_loss(probs: Tensor, target: Tensor, channel: Tensor, loss: str = "mse") 
     >>> map_loss(p, torch.ones(1, 2, 2), torch.tensor([2])).item()
     0.0
     """
-    probs = probs.float()
-    target = target.float()
+    with _float32(probs):
+        return _map_loss(probs.float(), target.float(), channel, loss)
+
+
+def _map_loss(probs: Tensor, target: Tensor, channel: Tensor, loss: str) -> Tensor:
+    """`map_loss` on float32 inputs, autocast already off."""
     index = channel.view(-1, 1, 1, 1).expand(-1, 1, *probs.shape[2:])
     subject = probs.gather(1, index).squeeze(1)  # [B, H, W]
     background = probs[:, 0]  # [B, H, W]
@@ -81,7 +94,13 @@ def trajectory_loss(
     mode: str = "probs",
 ) -> Tensor:
     """The optimized quantity of each trajectory, [B]: `map_loss` of the ensemble map, or, in mode
-    "losses", the weighted mean of each member's `map_loss`."""
+    "losses", the weighted mean of each member's `map_loss`. Float32, outside autocast."""
+    with _float32(member_logits):
+        return _trajectory_loss(member_logits.float(), weights.float(), target.float(), channel, loss, mode)
+
+
+def _trajectory_loss(member_logits: Tensor, weights: Tensor, target: Tensor, channel: Tensor, loss: str, mode: str):
+    """`trajectory_loss` on float32 inputs, autocast already off."""
     if mode == "losses":
         per_member = torch.stack([map_loss(logits.softmax(1), target, channel, loss) for logits in member_logits])
         return (weights.to(per_member.dtype).view(-1, 1) * per_member).sum(0)

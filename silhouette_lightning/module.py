@@ -17,6 +17,8 @@ starts, the class vector reset to the one-hot), the loss (prior penalty), and af
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -55,7 +57,7 @@ class SilhouetteSwap(LightningModule):
         ensemble_mode: str = "probs",
         frames: int = 6,
         hparams: dict | None = None,
-        compile_ensemble: bool = False,
+        compile: str = "none",
         search: SearchOptions | None = None,
     ) -> None:
         super().__init__()
@@ -75,9 +77,16 @@ class SilhouetteSwap(LightningModule):
         self.z = nn.Parameter(torch.zeros(batch_size, self.z_dim))  # resized to the global chunk in setup
         # --class-lr: the class vector of each row is a parameter too ([G, K]), else the fixed one-hot
         self.class_vector: nn.Parameter | None = None
-        # torch.compile of the ensemble for the training steps only (one shape: chunks are padded); pictures
-        # and target maps use the plain module. Not a registered submodule: it shares the ensemble's weights.
-        object.__setattr__(self, "_segment", torch.compile(ensemble, dynamic=False) if compile_ensemble else ensemble)
+        # torch.compile for the training steps only (one shape: chunks are padded); pictures and target maps
+        # use the plain modules. "ensemble": the segmenters; "all": the whole scoring step (generator, segmenters,
+        # loss and IoU in one graph). Not registered submodules: they share the networks' weights.
+        if compile not in ("none", "ensemble", "all"):
+            raise ValueError(f"compile must be none, ensemble or all, got {compile!r}")
+        object.__setattr__(
+            self, "_segment", torch.compile(ensemble, dynamic=False) if compile == "ensemble" else ensemble
+        )
+        object.__setattr__(self, "_score", torch.compile(self._score_eager, dynamic=False) if compile == "all"
+                           else self._score_eager)  # fmt: skip
 
     def setup(self, stage: str) -> None:
         """Size the chunk to batch x world size (known only now); DDP wraps the module after this."""
@@ -109,6 +118,11 @@ class SilhouetteSwap(LightningModule):
         self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor, class_vectors: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """(loss [B], IoU [B]) of latents `z` [B, Z] against target maps `[B, S, S]`."""
+        return self._score(z, class_ids, channels, targets, class_vectors)
+
+    def _score_eager(
+        self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor, class_vectors: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         logits = self._segment(self.generate(z, class_ids, class_vectors))  # [M, B, C, S, S]
         weights = self.ensemble.weights
         loss = trajectory_loss(logits, weights, targets, channels, loss=self.loss_name, mode=self.ensemble_mode)
@@ -134,7 +148,7 @@ class SilhouetteSwap(LightningModule):
         """Re-seed `z` in place (same Parameter: DDP and the optimizer keep it) and reset all state."""
         chunk = self.z.shape[0]
         self.start_seeds = batch["seeds"]  # [G]: the seed each row's starting latent is drawn from
-        if "z0" not in batch and self.search.scores_starts:
+        if "z0" not in batch and "candidate_seeds" in batch:  # best-of-N (search.starts)
             self.start_seeds = self._best_starts(batch)
         # "z0" (optional): explicit starting latents, for the recovery experiment
         z0 = batch["z0"] if "z0" in batch else initial_latents(self.start_seeds.tolist(), self.z_dim, self.truncation)
@@ -160,6 +174,8 @@ class SilhouetteSwap(LightningModule):
         self.best_step = torch.zeros(chunk, dtype=torch.long, device=device)
         self.frames = torch.zeros(chunk, len(self.frame_steps), self.z_dim, device=device)
         self.iou_history = torch.zeros(self.steps + 1, chunk, device=device)  # IoU of every step, for curves
+        self.loss_history = torch.zeros(self.steps + 1, chunk, device=device)  # loss of every step
+        self.chunk_started = time.perf_counter()
         if self.class_vector is not None:
             self.best_class = self.class_vector.detach().clone()  # [G, K]
             self.frames_class = torch.zeros(chunk, len(self.frame_steps), self.num_classes, device=device)
@@ -260,6 +276,7 @@ class SilhouetteSwap(LightningModule):
     def _track(self, step: int, loss: Tensor, iou: Tensor, finite: Tensor) -> None:
         """Best-so-far per trajectory (highest IoU, ties to lower loss); stop non-finite trajectories."""
         self.iou_history[step] = iou
+        self.loss_history[step] = loss
         newly_dead = self.alive & ~finite
         self.stopped_at[newly_dead] = step
         self.alive &= finite
@@ -313,7 +330,7 @@ class SilhouetteSwap(LightningModule):
     def _chunk_results(self) -> dict:
         """Per-trajectory results of the finished chunk, on the CPU, padding rows dropped."""
         keep = self.valid
-        return {
+        results = {
             "index": self.chunk_index[keep].cpu(),
             "best_z": self.best_z[keep].cpu(),
             "best_iou": self.best_iou[keep].cpu(),
@@ -323,10 +340,15 @@ class SilhouetteSwap(LightningModule):
             "frames": self.frames[keep].cpu(),
             "frame_steps": list(self.frame_steps),
             "iou_history": self.iou_history[:, keep].T.cpu(),  # [N, steps + 1]
+            "loss_history": self.loss_history[:, keep].T.cpu(),  # [N, steps + 1]
             "seed": self.start_seeds[keep].cpu(),
             "ended_at": self.ended_at[keep].cpu(),
             "ended_by": [ENDED[int(code)] for code in self.ended_by[keep].tolist()],
         } | self._class_results(keep)
+        # Measured after the copies above (they wait for the device). The rows share the chunk's steps, so each
+        # trajectory costs the chunk's wall time divided by its real (non-padding) rows.
+        seconds = (time.perf_counter() - self.chunk_started) / max(len(results["index"]), 1)
+        return results | {"seconds": seconds}
 
     def _class_results(self, keep: Tensor) -> dict:
         """With --class-lr: the best class vector of each trajectory `[N, K]` and those of its frames."""

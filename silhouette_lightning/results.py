@@ -18,11 +18,11 @@ from silhouette_lightning.files import atomic_torch_save, atomic_write_text
 from silhouette_lightning.sources import output_name
 
 RESULT_COLUMNS = [
-    "source", "subject", "class_id", "class_name", "best_iou", "best_loss", "best_restart", "best_step", "seed",
+    "source", "subject", "class_id", "class_name", "best_iou", "heldout_iou", "best_loss", "best_restart", "best_step", "seed",
     "restarts", "stopped_restarts", "status", "output_dir", "nearest_class",
 ]  # fmt: skip
-CLASS_COLUMNS = ["class_id", "class_name", "pairs", "mean_best_iou", "median_best_iou", "iou_at_least_0.5",
-                 "iou_at_least_0.8", "mean_best_step"]  # fmt: skip
+CLASS_COLUMNS = ["class_id", "class_name", "pairs", "mean_best_iou", "mean_heldout_iou", "median_best_iou",
+                 "iou_at_least_0.5", "iou_at_least_0.8", "mean_best_step"]  # fmt: skip
 
 Identity = tuple[str, int, int]  # (source key, class id, restart)
 
@@ -50,6 +50,21 @@ def load_records(run_dir: Path) -> dict[Identity, dict]:
         for record in torch.load(path, weights_only=True):
             found.setdefault((record["source"], record["class_id"], record["restart"]), record)
     return found
+
+
+def drop_records(run_dir: Path, source_keys: Iterable[str]) -> int:
+    """Delete the records of these sources (their files changed); returns how many were dropped."""
+    keys, dropped = set(source_keys), 0
+    for path in sorted(records_dir(run_dir).glob("part-*.pt")):
+        records = torch.load(path, weights_only=True)
+        kept = [r for r in records if r["source"] not in keys]
+        if len(kept) < len(records):
+            dropped += len(records) - len(kept)
+            if kept:
+                atomic_torch_save(kept, path)
+            else:
+                path.unlink(missing_ok=True)
+    return dropped
 
 
 def best_record(records: Iterable[dict]) -> dict:
@@ -87,7 +102,10 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
 
 
 def class_table(rows: list[dict]) -> list[dict]:
-    """Per-class convergence: how well each ImageNet class fits the silhouettes it was given."""
+    """Per-class convergence: how well each ImageNet class fits the silhouettes it was given.
+
+    `mean_heldout_iou` is the mean held-out IoU (see heldout.py) of the class's pairs, empty when not scored.
+    """
     by_class: dict[int, list[dict]] = {}
     for row in rows:
         if row.get("status") == "ok":
@@ -95,9 +113,11 @@ def class_table(rows: list[dict]) -> list[dict]:
     table = []
     for class_id, group in sorted(by_class.items()):
         ious = torch.tensor([float(r["best_iou"]) for r in group])
+        heldout = [float(r["heldout_iou"]) for r in group if r.get("heldout_iou") not in (None, "")]
         table.append({
             "class_id": class_id, "class_name": imagenet_name(class_id), "pairs": len(group),
             "mean_best_iou": f"{ious.mean():.4f}", "median_best_iou": f"{ious.median():.4f}",
+            "mean_heldout_iou": f"{sum(heldout) / len(heldout):.4f}" if heldout else "",
             "iou_at_least_0.5": f"{(ious >= 0.5).float().mean():.4f}",
             "iou_at_least_0.8": f"{(ious >= 0.8).float().mean():.4f}",
             "mean_best_step": f"{sum(int(r['best_step']) for r in group) / len(group):.2f}",
@@ -105,23 +125,27 @@ def class_table(rows: list[dict]) -> list[dict]:
     return sorted(table, key=lambda r: -float(r["mean_best_iou"]))
 
 
-def save_latent(path: Path, record: dict, *, generator: str, truncation: float) -> Path:
-    """Write what regenerates the best image exactly: latent, class, truncation and generator."""
-    return atomic_torch_save(
-        {
-            "z": record["best_z"].float(),
-            "class_id": int(record["class_id"]),
-            "truncation": float(truncation),
-            "generator": str(generator),
-            "source": record["source"],
-            "restart": int(record["restart"]),
-            "step": int(record["best_step"]),
-            "iou": float(record["best_iou"]),
-            "seed": int(record["seed"]),
-        }  # fmt: skip
-        | ({"class_vector": record["best_class"].float()} if "best_class" in record else {}),
-        path,
-    )
+def save_latent(
+    path: Path, record: dict, *, generator: str, truncation: float, heldout: tuple[str, float] | None = None
+) -> Path:
+    """Write what regenerates the best image exactly: latent, class, truncation and generator; with `heldout`
+    (model name, IoU), also its held-out score, which a resumed run reads back instead of recomputing."""
+    latent = {
+        "z": record["best_z"].float(),
+        "class_id": int(record["class_id"]),
+        "truncation": float(truncation),
+        "generator": str(generator),
+        "source": record["source"],
+        "restart": int(record["restart"]),
+        "step": int(record["best_step"]),
+        "iou": float(record["best_iou"]),
+        "seed": int(record["seed"]),
+    }
+    if "best_class" in record:  # found with --class-lr: the optimized class vector replaces the one-hot
+        latent["class_vector"] = record["best_class"].float()
+    if heldout is not None:
+        latent |= {"heldout": heldout[0], "heldout_iou": float(heldout[1])}
+    return atomic_torch_save(latent, path)
 
 
 @torch.no_grad()

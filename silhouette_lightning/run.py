@@ -6,15 +6,24 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
-from silhouette_lightning.config import SwapConfig, search_options
+from silhouette_lightning.config import SwapConfig, comparable, search_options
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.errors import UsageError
+from silhouette_lightning.fast_path import resolve_machine_defaults, use_compile_cache
 from silhouette_lightning.files import atomic_write_text
+from silhouette_lightning.heldout import load_heldout
+from silhouette_lightning.lightning_setup import (
+    check_lightning_settings,
+    nodes_did_not_join,
+    trainer_strategy,
+    waiting_message,
+)
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.segmenters import load_ensemble
 from silhouette_lightning.module import SilhouetteSwap
@@ -70,7 +79,9 @@ def prepare_run_dir(config: SwapConfig) -> Path:
     if saved.exists():
         before = yaml.safe_load(saved.read_text()) or {}
         now = config.result_settings()
-        changed = sorted(k for k in now if k in before and before[k] != now[k] and k not in SwapConfig.RUNTIME_ONLY)
+        same_before, same_now = comparable(before), comparable(now)
+        changed = sorted(k for k in now if k in before and same_before[k] != same_now[k]
+                         and k not in SwapConfig.RUNTIME_ONLY)  # fmt: skip
         if changed:
             diffs = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
             raise UsageError(
@@ -78,7 +89,8 @@ def prepare_run_dir(config: SwapConfig) -> Path:
                 "or the same settings to resume it"
             )
     try:
-        atomic_write_text(saved, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        resolved = {k: v for k, v in comparable(config.to_dict()).items() if k in ("data", "generator")}
+        atomic_write_text(saved, yaml.safe_dump(config.to_dict() | resolved, sort_keys=False))
     except OSError as e:
         raise UsageError(
             f"cannot write to the output folder {run_dir}: {e.strerror or e}; choose another --out"
@@ -86,25 +98,47 @@ def prepare_run_dir(config: SwapConfig) -> Path:
     return run_dir
 
 
-def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=eprint, **trainer_kwargs) -> Path:
+def nothing_swapped(skipped: list, results: Path) -> str:
+    """The message of a run in which every source was skipped, with the first reason."""
+    first = skipped[0]
+    reason = f"{first.key}: {first.status.removeprefix('skipped: ')}"
+    which = f"all {len(skipped)} source files were skipped (first: {reason})" if len(skipped) > 1 else (
+        f"the only source file was skipped ({reason})")  # fmt: skip
+    return f"nothing could be swapped: {which}; each reason is in {results}"
+
+
+def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None, callbacks=(), log=eprint, data=None,
+        **trainer_kwargs) -> Path:  # fmt: skip
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
+    `data`: builds the data module instead of the sources of `--data` (the recovery benchmark generates its
+    sources): called as `data(generator=, ensemble=, run_dir=, classes_for=, log=)`.
+    `heldout_model`: an already loaded held-out segmenter (see heldout.py) standing for `config.heldout`.
     """
-    if not config.data:
-        raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
-    sources = discover_sources(Path(config.data), subject=config.subject)
-    if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
-        raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named by "
-                         "subject (DIR/dog/*.png)")  # fmt: skip
+    config = resolve_machine_defaults(config)  # "auto" precision and compile: this machine's choice
+    cluster = check_lightning_settings(config)
+    strategy = trainer_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
+    if data is None:
+        if not config.data:
+            raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
+        sources = discover_sources(Path(config.data), subject=config.subject)
+        if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
+            raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
+                             "by subject (DIR/dog/*.png)")  # fmt: skip
     classes_for = class_chooser(config)
     if generator is None:
         generator = load_generator(config.generator)
     check_class_range(classes_for.all_ids, generator.config.num_classes)
     if ensemble is None:
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
+    if heldout_model is None:
+        heldout_model = load_heldout(config.heldout, size=config.seg_size, pretrained=config.pretrained)
+    if config.compile != "none":
+        use_compile_cache()
     run_dir = prepare_run_dir(config)
-    log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
+    if data is None:
+        log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
 
     batch_size = config.batch_size
     if batch_size == "auto":
@@ -117,25 +151,39 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, callbacks=(), log=
     module = SilhouetteSwap(
         generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
         truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
-        hparams=config.to_dict(), compile_ensemble=config.compile, search=search_options(config),
+        hparams=config.to_dict(), compile=config.compile, search=search_options(config),
     )  # fmt: skip
-    data = SwapData(
-        sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
-        seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
-        seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
-    )  # fmt: skip
+    if data is None:
+        datamodule = SwapData(
+            sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
+            seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
+            seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
+        )  # fmt: skip
+    else:
+        datamodule = data(generator=generator, ensemble=ensemble, run_dir=run_dir, classes_for=classes_for, log=log)
+    data_dir = datamodule.data_dir
     writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
-                          save_images=config.save_images, data_dir=Path(config.data), max_pixels=config.max_pixels,
-                          blend=config.blend)  # fmt: skip
+                          save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
+                          blend=config.blend, thresholds=config.thresholds,
+                          heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip
     trainer = Trainer(
-        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[writer, ImagePanels(config.image_every, data_dir=Path(config.data), max_pixels=config.max_pixels),
+        callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels),
                    *callbacks], **trainer_kwargs,
     )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    if config.num_nodes > 1:
+        log(waiting_message(config, cluster))
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except torch.distributed.DistError as e:  # the rendezvous (or a later collective) timed out
+        if config.num_nodes > 1:
+            raise nodes_did_not_join(config, cluster, e) from None
+        raise
+    if not datamodule.plan.trajectories:
+        raise UsageError(nothing_swapped(datamodule.plan.skipped, run_dir / "results.csv"))
     if trainer.is_global_zero:
         log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'})")
     return run_dir

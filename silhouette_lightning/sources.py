@@ -59,6 +59,22 @@ class Source:
     key: str
     path: Path
     subject: str | None
+    problem: str | None = None  # why the file is skipped, when known from its name alone
+
+
+def shown(text: str | os.PathLike) -> str:
+    """A file name as text that can be printed and written to UTF-8 files: bytes that are not UTF-8 (which
+    Python keeps as surrogates) become `\\xff` escapes."""
+    return os.fspath(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _named_source(key: str, path: Path, subject: str | None) -> Source:
+    """A Source; a name that is not UTF-8 cannot be a key (seeds, CSV rows, folder names), so it gets an escaped
+    key and a reason to skip it."""
+    readable = shown(key)
+    if readable == key:
+        return Source(key, path, subject)
+    return Source(readable, path, subject, "file name is not valid UTF-8; rename it")
 
 
 # ----------------------------------------------------------------------------------------------------- discovery
@@ -134,9 +150,9 @@ def discover_sources(data_dir: Path, *, subject: str | None = None) -> list[Sour
                 except UsageError as exc:
                     unknown.append(f"folder {data_dir / entry.name}: {exc}")
                     continue
-            sources.extend(Source(key, path, folder_subject) for key, path in files)
+            sources.extend(_named_source(key, path, folder_subject) for key, path in files)
         elif not _is_linked_folder_inside(entry, root):
-            sources.append(Source(entry.name, Path(entry.path), forced))
+            sources.append(_named_source(entry.name, Path(entry.path), forced))
     if unknown:
         raise UsageError(
             "subject folders must be named after a VOC class, or give one subject for all files (--subject):\n"
@@ -338,6 +354,30 @@ def load_mask(
     if not mask.any():
         raise SourceError("mask is empty: no subject pixels (the subject must be white on black)")
     return torch.from_numpy(mask), thresholded
+
+
+# ---------------------------------------------------------------------------------------------------- freshness
+
+
+def file_stamp(path: Path) -> dict:
+    """What tells whether a file changed: size, modification time and a SHA-256 of its bytes."""
+    stat = Path(path).stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def same_file(path: Path, stamp: dict) -> bool:
+    """Whether `path` still holds what `stamp` was taken of: same size and time, else same bytes."""
+    try:
+        stat = Path(path).stat()
+        if (stat.st_size, stat.st_mtime_ns) == (stamp["size"], stamp["mtime_ns"]):
+            return True
+        return stat.st_size == stamp["size"] and file_stamp(path)["sha256"] == stamp["sha256"]
+    except OSError:
+        return False
 
 
 # -------------------------------------------------------------------------------------------------- output names

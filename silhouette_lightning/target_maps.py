@@ -17,7 +17,7 @@ from silhouette_lightning.classes import VOC_CLASSES, resolve_voc_class
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_torch_save
 from silhouette_lightning.losses import ensemble_probs
-from silhouette_lightning.sources import Source, load_mask, load_rgb, output_name
+from silhouette_lightning.sources import Source, file_stamp, load_mask, load_rgb, output_name, same_file, shown
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,14 @@ def prepare_targets(
     thresholded = []
     for source in sources:
         path = target_path(cache_dir, source.key)
-        if path.exists():
+        if path.exists() and source.problem is None:
             cached = torch.load(path, weights_only=True)
             prepared.append(PreparedSource(source.key, cached["subject"], "ok"))
             continue
         try:
+            if source.problem is not None:
+                raise SourceError(source.problem)
+            stamp = file_stamp(source.path) if source.path.is_file() else None  # before reading: never newer
             if masks:
                 mask, was_thresholded = load_mask(source.path, max_pixels=max_pixels, data_dir=data_dir)
                 if was_thresholded:
@@ -102,14 +105,37 @@ def prepare_targets(
             if not (target > 0.5).any():
                 raise SourceError(f"no {subject} found: the target map is empty")
         except SourceError as e:
-            log(f"skipped {source.path}: {e}")
+            log(f"skipped {shown(source.path)}: {e}")
             prepared.append(PreparedSource(source.key, source.subject, f"skipped: {e}"))
             continue
-        atomic_torch_save({"target": target.half(), "subject": subject}, path)
+        atomic_torch_save({"target": target.half(), "subject": subject, "stamp": stamp}, path)
         prepared.append(PreparedSource(source.key, subject, "ok"))
     if thresholded:
         log(f"{len(thresholded)} mask file(s) were not two-valued and were thresholded at 0.5, e.g. {thresholded[0]}")
     return prepared
+
+
+def changed_sources(sources: list[Source], cache_dir: Path) -> list[str]:
+    """Keys of the sources whose cached target map was made from other file content (replaced, edited).
+
+    A file whose time changed but whose bytes did not (touched, copied) keeps its map; its new time is noted so
+    that the next run does not read its bytes again. Maps cached without a stamp count as current.
+    """
+    changed = []
+    for source in sources:
+        path = target_path(cache_dir, source.key)
+        if source.problem is not None or not path.exists():
+            continue
+        cached = torch.load(path, weights_only=True, mmap=True)  # mmap: the stamp without reading the map
+        stamp = cached.get("stamp")
+        if stamp is None:
+            continue
+        if not same_file(source.path, stamp):
+            changed.append(source.key)
+        elif Path(source.path).stat().st_mtime_ns != stamp["mtime_ns"]:
+            fresh = {"target": cached["target"].clone(), "subject": cached["subject"], "stamp": file_stamp(source.path)}
+            atomic_torch_save(fresh, path)
+    return changed
 
 
 def load_target(cache_dir: Path, key: str) -> Tensor:

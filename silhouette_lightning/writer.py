@@ -19,8 +19,10 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from silhouette_lightning import pictures
 from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
+from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, log_convergence, write_convergence
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_save_image
+from silhouette_lightning.heldout import heldout_iou
 from silhouette_lightning.results import (
     CLASS_COLUMNS,
     RESULT_COLUMNS,
@@ -56,20 +58,29 @@ class ResultWriter(Callback):
     """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
 
     def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
-                 data_dir: Path | None, max_pixels: int, blend: str = "soft") -> None:  # fmt: skip
+                 data_dir: Path | None, max_pixels: int, blend: str = "soft",
+                 thresholds: list[float] = DEFAULT_THRESHOLDS, heldout=None, heldout_name: str | None = None) -> None:  # fmt: skip
+        """`heldout`: the held-out segmenter (heldout.py) that scores each best image, named `heldout_name`."""
         self.run_dir, self.plan = Path(run_dir), plan
+        self.heldout, self.heldout_name = heldout, heldout_name
         self.generator_spec, self.truncation, self.save_images = generator_spec, truncation, save_images
         self.data_dir, self.max_pixels, self.blend = data_dir, max_pixels, blend
+        self.thresholds = list(thresholds)
         self.records: dict = {}
+        self.histories: dict = {}  # every finished trajectory without its latents: for convergence.csv
         self.complete: dict[tuple[str, int], dict] = {}  # group -> results.csv row
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silhouette-writer")
         self._pending: list[Future] = []
+        self._started = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         """Read back earlier records; finish groups whose outputs a crash left unwritten."""
+        self._started = True
         self.plan = trainer.datamodule.plan
         if trainer.is_global_zero:
-            self.records = load_records(self.run_dir)
+            planned = {t.identity for t in self.plan.trajectories}  # not sources since removed from the folder
+            self.records = {key: r for key, r in load_records(self.run_dir).items() if key in planned}
+            self._keep_histories(self.records.values())
             self._update(pl_module, self._groups_of(self.records))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -78,9 +89,11 @@ class ResultWriter(Callback):
         if finished is not None and trainer.is_global_zero:
             records = self._to_records(finished)
             write_records(self.run_dir, records)
+            self._keep_histories(records)
             for r in records:
                 self.records[(r["source"], r["class_id"], r["restart"])] = r
-            self._update(pl_module, {(r["source"], r["class_id"]) for r in records})
+            new_rows = self._update(pl_module, {(r["source"], r["class_id"]) for r in records})
+            self._log_heldout(trainer, new_rows)
 
     @rank_zero_only
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -95,11 +108,27 @@ class ResultWriter(Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
-        """The contact sheet of the whole run."""
+        """The contact sheet and the convergence statistics of the whole run (resumed parts included)."""
         self._drain()
         self._write_tables()
         if self.save_images != "none" and self.complete:
             self._contact_sheet()
+        rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds)
+        if rows and trainer.logger is not None:
+            log_convergence(trainer.logger.experiment, rows)
+
+    def _keep_histories(self, records) -> None:
+        """Keep what convergence statistics need of each record (its latents and frames are dropped)."""
+        for r in records:
+            light = {k: v for k, v in r.items() if k not in ("best_z", "frames")}
+            self.histories[(r["source"], r["class_id"], r["restart"])] = light
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """With nothing left to fit, training never starts: still finish what earlier runs left and write the
+        tables (skipped sources, finished pairs)."""
+        if not self._started and trainer.datamodule.plan is not None:
+            self.on_train_start(trainer, pl_module)
+            self.on_train_end(trainer, pl_module)
 
     def _to_records(self, finished: dict) -> list[dict]:
         """Chunk tensors -> one plain dict per trajectory (readable with `torch.load(weights_only=True)`)."""
@@ -113,6 +142,8 @@ class ResultWriter(Callback):
                 "best_loss": float(finished["best_loss"][i]), "best_step": int(finished["best_step"][i]),
                 "stopped_at": int(finished["stopped_at"][i]), "best_z": finished["best_z"][i].clone(),
                 "frames": finished["frames"][i].clone(), "frame_steps": finished["frame_steps"],
+                "iou_history": finished["iou_history"][i].float().clone(),
+                "loss_history": finished["loss_history"][i].float().clone(), "seconds": float(finished["seconds"]),
             })  # fmt: skip
             if "ended_at" in finished:  # early stop or pruning (search.py): the step it ended at, and why
                 records[-1] |= {"ended_at": int(finished["ended_at"][i]), "ended_by": finished["ended_by"][i]}
@@ -126,9 +157,10 @@ class ResultWriter(Callback):
     def _groups_of(records: dict) -> set[tuple[str, int]]:
         return {(source, class_id) for source, class_id, _ in records}
 
-    def _update(self, pl_module, groups: set[tuple[str, int]]) -> None:
-        """Write outputs of the groups that are now complete, then the tables."""
+    def _update(self, pl_module, groups: set[tuple[str, int]]) -> list[dict]:
+        """Write outputs of the groups that are now complete, then the tables; returns their new rows."""
         by_group = defaultdict(list)
+        new_rows: list[dict] = []
         for (source, class_id, _), record in self.records.items():
             if (source, class_id) in groups:
                 by_group[(source, class_id)].append(record)
@@ -138,11 +170,48 @@ class ResultWriter(Callback):
             records.sort(key=lambda r: r["restart"])
             row = summary_row(self.run_dir, records)
             if row["status"] == "ok":
-                self._write_group(pl_module, records)
+                best = best_record([r for r in records if r["best_iou"] >= 0])
+                score = self._heldout_score(pl_module, best)
+                if score is not None:
+                    row["heldout_iou"] = f"{score:.6f}"
+                self._write_group(pl_module, best, score)
             self.complete[group] = row
+            new_rows.append(row)
             for r in records:  # a complete group needs only its row from now on
                 self.records.pop((r["source"], r["class_id"], r["restart"]))
         self._write_tables()
+        return new_rows
+
+    @torch.no_grad()
+    def _heldout_score(self, pl_module, best: dict) -> float | None:
+        """The held-out IoU of a group's best image (one image at a time, so no batch composition can change
+        it); read back from its latent.pt when an earlier run already scored it with the same model."""
+        if self.heldout is None:
+            return None
+        latent = group_dir(self.run_dir, best["source"], best["class_id"]) / "latent.pt"
+        if latent.exists():
+            saved = torch.load(latent, weights_only=True)
+            if saved.get("heldout") == self.heldout_name and "heldout_iou" in saved:
+                return float(saved["heldout_iou"])
+        device = pl_module.device
+        self.heldout.to(device)
+        z = best["best_z"][None].to(device).float()  # [1, Z]
+        with torch.autocast(device.type, enabled=False):  # as `regenerate` makes it: fp32
+            class_vector = best["best_class"][None].to(device).float() if "best_class" in best else None  # --class-lr
+            image = pl_module.generate(z, torch.tensor([best["class_id"]], device=device), class_vector).clamp(0, 1)
+        channel = torch.tensor([VOC_CLASSES.index(best["subject"])], device=device)
+        target = load_target(self.plan.targets_dir, best["source"])[None].to(device)  # [1, S, S]
+        return float(heldout_iou(self.heldout, image, channel, target)[0])
+
+    def _log_heldout(self, trainer, rows: list[dict]) -> None:
+        """TensorBoard `results/iou_heldout` beside `results/iou_optimized`: means over newly finished pairs."""
+        scored = [r for r in rows if r.get("heldout_iou")]
+        if not scored or trainer.logger is None:
+            return
+        trainer.logger.log_metrics({
+            "results/iou_optimized": sum(float(r["best_iou"]) for r in scored) / len(scored),
+            "results/iou_heldout": sum(float(r["heldout_iou"]) for r in scored) / len(scored),
+        }, step=trainer.global_step)  # fmt: skip
 
     def _write_tables(self) -> None:
         rows = [self.complete[g] for g in sorted(self.complete, key=self.plan.group_order)]
@@ -151,14 +220,13 @@ class ResultWriter(Callback):
         write_csv(self.run_dir / "classes.csv", CLASS_COLUMNS, class_table(rows))
 
     @torch.no_grad()
-    def _write_group(self, pl_module, records: list[dict]) -> None:
+    def _write_group(self, pl_module, best: dict, heldout_score: float | None) -> None:
         """Best image, masks, composite, strip, animation and latent of one (source, class).
 
         Rendering runs here (on the module's device); encoding and writing the files runs on a background
         thread so the optimization goes on meanwhile. The latent is written last: its presence marks the
         group's outputs complete (resuming re-writes groups without it).
         """
-        best = best_record([r for r in records if r["best_iou"] >= 0])
         out = group_dir(self.run_dir, best["source"], best["class_id"])
         if (out / "latent.pt").exists():
             return
@@ -175,14 +243,14 @@ class ResultWriter(Callback):
                     class_vectors = torch.cat([class_vectors, best["frames_class"]])
             rendered = pl_module.render(zs, torch.full((n,), best["class_id"]),
                                         torch.full((n,), VOC_CLASSES.index(best["subject"])), class_vectors)  # fmt: skip
-        self._pending.append(self._pool.submit(self._save_group, out, best, rendered))
+        self._pending.append(self._pool.submit(self._save_group, out, best, rendered, heldout_score))
         for future in [f for f in self._pending if f.done()]:  # surface write errors early, forget finished work
             self._pending.remove(future)
             future.result()
         if len(self._pending) > 64:  # the writer fell behind: wait rather than hold ever more pictures
             self._pending.pop(0).result()
 
-    def _save_group(self, out: Path, best: dict, rendered) -> None:
+    def _save_group(self, out: Path, best: dict, rendered, heldout_score: float | None) -> None:
         """Encode and write one group's files (background thread), the latent last."""
         if rendered is not None:
             images, masks = rendered
@@ -190,6 +258,8 @@ class ResultWriter(Callback):
             atomic_save_image(pictures.to_pil(images[0]), out / "best.png")
             atomic_save_image(pictures.to_pil((masks[0] > 0.5).float()), out / "mask.png")
             atomic_save_image(pictures.to_pil(target), out / "target.png")
+            # the target silhouette tinted over the best image: where the subject fills it, and where not
+            atomic_save_image(pictures.to_pil(pictures.mask_overlay(images[0], target)), out / "overlay.png")
             photo = self._photo(best["source"])
             if photo is not None:
                 mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson")
@@ -200,7 +270,8 @@ class ResultWriter(Callback):
                                   out / "strip.png")  # fmt: skip
                 pictures.progress_gif(list(images[1:]), list(masks[1:]), target, out / "progress.gif",
                                       captions=captions)  # fmt: skip
-        save_latent(out / "latent.pt", best, generator=self.generator_spec, truncation=self.truncation)
+        heldout = (self.heldout_name, heldout_score) if heldout_score is not None else None
+        save_latent(out / "latent.pt", best, generator=self.generator_spec, truncation=self.truncation, heldout=heldout)
 
     def _drain(self) -> None:
         """Wait for every background write; re-raise the first failure."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_csv
+from conftest import draw_mask, read_csv
 from corpus import CORPUS_MAX_PIXELS, make_bad_corpus, make_mask_corpus
 from torch import nn
 
@@ -124,3 +124,58 @@ def test_non_finite_trajectory_stops_alone(tiny_generator, ensemble):
     record = {"source": "a", "subject": "dog", "class_id": 3, "restart": 0, "seed": 1, "best_iou": -1.0,
               "best_loss": float("inf"), "best_step": 0, "stopped_at": 0}  # fmt: skip
     assert summary_row(Path("run"), [record])["status"].startswith("failed: ")
+
+
+def test_file_name_not_utf8_is_skipped_and_good_files_keep_results(cli_args, mask_folder, tmp_path, capsys):
+    import os
+
+    bad = os.path.join(os.fsencode(mask_folder / "dog"), b"bad\xff\xfename.png")
+    fd = os.open(bad, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, (mask_folder / "dog" / "a.png").read_bytes())
+    os.close(fd)
+    assert main(cli_args("--save-images", "none")) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not valid UTF-8" in err
+    rows = read_csv(tmp_path / "out" / "run" / "results.csv")
+    bad_rows = [r for r in rows if r["source"].startswith("dog/bad")]
+    assert len(bad_rows) == 1 and bad_rows[0]["status"].startswith("skipped: ") and "rename" in bad_rows[0]["status"]
+    assert bad_rows[0]["source"] == "dog/bad\\xff\\xfename.png"
+    good = {r["source"] for r in rows if r["status"] == "ok"}
+    assert good == {"dog/a.png", "dog/b.png", "dog/c.png"}
+
+
+def test_folder_where_every_file_is_bad_says_nothing_was_swapped(cli_args, tmp_path, capsys):
+    data = tmp_path / "bad" / "dog"
+    data.mkdir(parents=True)
+    (data / "empty.png").write_bytes(b"")
+    (data / "notes.png").write_text("not a picture")
+    assert main(cli_args(data=data.parent)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "nothing could be swapped" in err and "No training batches" not in err
+    rows = read_csv(tmp_path / "out" / "run" / "results.csv")
+    assert [(r["source"], r["status"]) for r in rows] == [
+        ("dog/empty.png", "skipped: empty file"), ("dog/notes.png", "skipped: not an image file")]  # fmt: skip
+
+
+def test_subject_without_classes_is_skipped_with_a_reason(cli_args, tmp_path, capsys):
+    draw_mask(tmp_path / "people" / "person" / "a.png", (8, 10, 40, 40))
+    (tmp_path / "dogs_only.yaml").write_text("default_classes: {dog: [1]}\n")
+    args = cli_args("--config", str(tmp_path / "dogs_only.yaml"), data=tmp_path / "people")
+    del args[args.index("--classes") : args.index("--classes") + 2]
+    assert main(args) == 2
+    assert "nothing could be swapped" in capsys.readouterr().err
+    [row] = read_csv(tmp_path / "out" / "run" / "results.csv")
+    assert row["source"] == "person/a.png" and row["status"].startswith("skipped: ") and "--classes" in row["status"]
+
+
+def test_api_photo_without_subject_raises_a_clear_error(tmp_path, tiny_generator):
+    from PIL import Image
+
+    from silhouette_lightning import swap
+    from silhouette_lightning.errors import UsageError
+
+    black = Image.new("RGB", (48, 48))
+    ensemble = freeze(SegmenterEnsemble([BrightIsDog()], [1.0], 32))
+    with pytest.raises(UsageError, match="nothing could be swapped.*no subject found"):
+        swap(black, [1], restarts=1, steps=1, seg_size=32, accelerator="cpu", generator=tiny_generator,
+             ensemble=ensemble)  # fmt: skip

@@ -108,3 +108,17 @@ def test_out_of_memory_row_stops_larger_batches(bench, monkeypatch):
 def test_bad_arguments_exit(bench, bad):
     with pytest.raises(SystemExit):
         bench.parse_args([*TINY, *bad])
+
+
+def test_harness_and_peak_are_measured_in_the_same_run(bench, tmp_path):
+    """--harness times a plain step inside the whole tool and the bare step; --measure-peak replaces the peak."""
+    out = tmp_path / "bench.json"
+    bench.main([*TINY, "--batch-sizes", "2", "--no-reference", "--harness", "--harness-steps", "4",
+                "--measure-peak", "--json", str(out)])  # fmt: skip
+    results = json.loads(out.read_text())
+    harness = results["harness"]
+    assert harness["bare_step_s"] > 0 and harness["harness_step_s"] > 0
+    assert harness["ratio"] == pytest.approx(harness["harness_step_s"] / harness["bare_step_s"])
+    assert "measured in this run" in results["peak_note"] and results["peak_tflops"] > 0
+    row = results["rows"][0]
+    assert row["percent_of_peak"] == pytest.approx(100 * row["tflops"] / results["peak_tflops"], rel=1e-6)

@@ -8,6 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchvision.transforms.functional import pil_to_tensor
 
 from silhouette_lightning.cli import main
+from silhouette_lightning.pictures import mask_overlay
 from silhouette_lightning.results import regenerate
 
 
@@ -23,9 +24,13 @@ def test_end_to_end(cli_args, tmp_path, capsys):
     assert (run / "config.yaml").exists() and (run / "classes.csv").exists() and (run / "contact_sheet.png").exists()
 
     out = run / rows[0]["output_dir"]
-    for name in ("best.png", "mask.png", "target.png", "strip.png", "progress.gif", "latent.pt"):
+    for name in ("best.png", "mask.png", "target.png", "overlay.png", "strip.png", "progress.gif", "latent.pt"):
         assert (out / name).exists(), name
     assert Image.open(out / "best.png").size == (32, 32)
+    overlay = pil_to_tensor(Image.open(out / "overlay.png")).float() / 255
+    target = pil_to_tensor(Image.open(out / "target.png"))[0].float() / 255
+    best = pil_to_tensor(Image.open(out / "best.png")).float() / 255
+    assert (overlay - mask_overlay(best, target)).abs().max() <= 1.5 / 255
     assert Image.open(out / "target.png").size == (64, 64)
     # The saved latent regenerates the best image exactly (up to 8-bit rounding of the PNG).
     image = regenerate(out / "latent.pt")

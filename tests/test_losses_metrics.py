@@ -88,3 +88,93 @@ def test_losses_are_per_trajectory(loss):
     alone = trajectory_loss(logits[:, 1:2], torch.tensor([0.5, 0.5]), target[1:2], channel[1:2], loss=loss)
     assert full.shape == (4,)
     assert full[1].item() == pytest.approx(alone[0].item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- losses under mixed precision
+
+
+def _score_under_autocast(tiny_generator, ensemble, loss, device="cpu"):
+    """`SilhouetteSwap.score` of 3 latents under bf16 autocast, as a bf16-mixed training step runs it."""
+    from silhouette_lightning.module import SilhouetteSwap
+
+    module = SilhouetteSwap(tiny_generator, ensemble, batch_size=3, loss=loss).to(device)
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(3, 8, generator=g) * 0.4).to(device).requires_grad_(True)
+    targets = (torch.rand(3, 32, 32, generator=g) > 0.5).float().to(device)
+    classes, channels = torch.tensor([1, 2, 3], device=device), torch.tensor([7, 8, 12], device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss_values, iou = module.score(z, classes, channels, targets)
+        loss_values.sum().backward()
+    return loss_values, iou, z.grad
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_runs_in_float32_outside_autocast(tiny_generator, ensemble, loss, monkeypatch):
+    """CUDA autocast refuses binary_cross_entropy; on the CPU, prove the loss never sees autocast at all."""
+    import silhouette_lightning.losses as losses
+
+    seen = []
+    real = losses.map_loss
+
+    def spy(probs, target, channel, loss="mse"):
+        seen.append((torch.is_autocast_enabled("cpu"), probs.dtype, target.dtype))
+        return real(probs, target, channel, loss)
+
+    monkeypatch.setattr(losses, "map_loss", spy)
+    loss_values, iou, grad = _score_under_autocast(tiny_generator, ensemble, loss)
+    assert seen and all(s == (False, torch.float32, torch.float32) for s in seen), seen
+    assert loss_values.dtype == torch.float32 and torch.isfinite(loss_values).all()
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce_bg"])
+def test_bce_under_cpu_autocast_is_the_float32_loss_of_the_same_logits(loss):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 21, 8, 8, generator=g).bfloat16()  # what bf16 segmenters hand over
+    target, channel, weights = torch.rand(3, 8, 8, generator=g), torch.tensor([7, 8, 12]), torch.tensor([0.6, 0.4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = trajectory_loss(logits, weights, target, channel, loss=loss)
+    reference = trajectory_loss(logits.float(), weights, target, channel, loss=loss)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, reference)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_runs_under_cuda_autocast(tiny_generator, ensemble, loss):
+    """The README's GPU advice (bf16-mixed) with every loss: CUDA autocast raises on binary_cross_entropy."""
+    loss_values, iou, grad = _score_under_autocast(tiny_generator, ensemble, loss, device="cuda")
+    assert loss_values.dtype == torch.float32 and torch.isfinite(loss_values).all()
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["probs", "logits", "losses"])
+def test_ensemble_of_bf16_logits_is_combined_in_float32(mode):
+    """bf16 segmenter outputs: the weights stay exactly 0.6 / 0.4 (bf16 makes 0.6016) and maps sum to 1."""
+    logits = torch.full((2, 1, 21, 4, 4), -100.0)
+    logits[0, :, 3], logits[1, :, 5] = 100.0, 100.0  # member 0 is sure of class 3, member 1 of class 5
+    weights = torch.tensor([0.6, 0.4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        probs = ensemble_probs(logits.bfloat16(), weights, mode)
+    assert probs.dtype == torch.float32
+    if mode != "logits":
+        assert torch.equal(probs[:, 3], torch.full((1, 4, 4), 0.6))
+        assert torch.equal(probs[:, 5], torch.full((1, 4, 4), 0.4))
+    noisy = torch.randn(2, 3, 21, 8, 8, generator=torch.Generator().manual_seed(0)).mul(4).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sums = ensemble_probs(noisy, weights, mode).sum(1)
+    torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-6, rtol=0)
+
+
+def test_target_map_of_a_bf16_ensemble_is_combined_in_float32(ensemble):
+    """A target map segmented under bf16 autocast weighs the members exactly as the loss side does."""
+    from silhouette_lightning.target_maps import segment_photo
+
+    photo = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        target, subject = segment_photo(ensemble, photo, mode="probs", subject="dog")
+        logits = ensemble(photo[None])  # bf16, as the segmenters gave it
+    expected = sum(w * logits[i].float().softmax(1)[0, 12] for i, w in enumerate([0.6, 0.4]))
+    assert logits.dtype == torch.bfloat16 and target.dtype == torch.float32
+    torch.testing.assert_close(target, expected, atol=1e-6, rtol=0)

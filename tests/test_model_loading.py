@@ -295,6 +295,18 @@ def test_download_checks_the_hash_prefix(file_server: Served, tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["ok.bin"]
 
 
+def test_download_progress_is_a_tqdm_bar_for_big_files_only(file_server: Served, tmp_path: Path, capsys) -> None:
+    (file_server.root / "big.bin").write_bytes(bytes(5 << 20))
+    (file_server.root / "small.bin").write_bytes(b"x" * 1000)
+    fetch.download_file(f"{file_server.base_url}/big.bin", tmp_path / "big.bin")
+    err = capsys.readouterr().err
+    assert f"Downloading {file_server.base_url}/big.bin" in err
+    assert "big.bin: 100%" in err and "5.00M/5.00M" in err  # tqdm's bar: name, percentage, sizes in MiB
+    fetch.download_file(f"{file_server.base_url}/small.bin", tmp_path / "small.bin")
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "big.bin").stat().st_size == 5 << 20
+
+
 # ---------------------------------------------------------------- random generators
 
 
@@ -419,11 +431,28 @@ def test_preprocess_of_a_constant_image_is_the_hand_formula() -> None:
         torch.testing.assert_close(out[:, channel], torch.full((2, 16, 16), expected))
 
 
-def test_preprocess_resizes_bilinearly_without_antialias() -> None:
-    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    resized = torch.nn.functional.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False)
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+def test_preprocess_anti_aliases_when_it_shrinks() -> None:
+    # a one-pixel checkerboard: its local mean is 0.5 everywhere; point sampling keeps the pattern instead
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2).float()
+    x = checker.expand(1, 3, 64, 64).clone()
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    seen = preprocess(x, 8) * std + mean  # back to [0, 1]
+    assert (seen - 0.5).abs().max() < 0.02, "the aliased checkerboard reached the segmenters"
+    resized = torch.nn.functional.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
     torch.testing.assert_close(preprocess(x, 8), (resized - mean) / std)
+    # one side shrinking is enough (a 4:3 photo of 12 px to 8 px)
+    wide = torch.rand(1, 3, 6, 12, generator=torch.Generator().manual_seed(1))
+    resized = torch.nn.functional.interpolate(wide, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(preprocess(wide, 8), (resized - mean) / std)
+
+
+def test_preprocess_enlarges_bilinearly_without_antialias() -> None:
+    # the generated image (BigGAN 128 px) going up to the segmenter size: unchanged, bit for bit
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    resized = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=False)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.equal(preprocess(x, 32), (resized - mean) / std)
 
 
 def test_ensemble_stacks_member_logits_and_normalizes_weights() -> None:

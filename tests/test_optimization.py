@@ -7,7 +7,7 @@ import torch
 from silhouette_lightning.losses import ensemble_probs
 from silhouette_lightning.models.frozen import is_frozen
 from silhouette_lightning.module import SilhouetteSwap, frame_steps
-from silhouette_lightning.recovery import recover, transform_map
+from silhouette_lightning.recovery import recover, transform_image
 from silhouette_lightning.trajectories import enumerate_trajectories, initial_latents, trajectory_seed
 
 
@@ -62,20 +62,27 @@ def test_trajectory_result_does_not_depend_on_its_batch(tiny_generator, ensemble
     assert together["best_step"][2] == alone["best_step"][0]
 
 
-def test_recovery_of_a_shifted_silhouette_runs(tiny_generator, ensemble, known_answer):
-    """The paper's figure 5 setting: start at z*, target shifted; the search must move (IoU changes)."""
+def test_recovery_of_a_shifted_image_runs(tiny_generator, ensemble, known_answer):
+    """The paper's figure 5 setting: start at z*, the generated image shifted; the search must move."""
     z_star, classes, channels, _ = known_answer
     result = recover(tiny_generator, ensemble, z_star, classes, channels, shift_px=3, steps=10)
     assert result["iou_history"].shape == (6, 11)
     assert not torch.equal(result["best_z"], z_star)
+    still = recover(tiny_generator, ensemble, z_star, classes, channels, steps=1)
+    assert torch.equal(still["iou_history"][:, 0], torch.ones(6)), "no transform: z* itself fits at step 0"
 
 
-def test_transform_map_shifts_right():
-    target = torch.zeros(1, 8, 8)
-    target[0, 2:5, 1:3] = 1
-    shifted = transform_map(target, shift_px=2)
-    assert torch.equal(shifted[0, 2:5, 3:5], torch.ones(3, 2))
-    assert shifted[0, :, :3].sum() == 0
+def test_transform_image_shifts_right_and_rotates_counter_clockwise():
+    image = torch.zeros(1, 3, 9, 9)
+    image[0, :, 2:5, 1:3] = 1
+    shifted = transform_image(image, shift_px=2)
+    assert torch.allclose(shifted[0, :, 2:5, 3:5], torch.ones(3, 3, 2))
+    assert shifted[0, :, :, :3].abs().sum() < 1e-5
+    assert transform_image(image) is image  # no transform, no resampling
+    dot = torch.zeros(1, 1, 9, 9)
+    dot[0, 0, 4, 8] = 1  # right of the centre
+    turned = transform_image(dot, rotate_deg=90).round()
+    assert turned[0, 0, 0, 4] == 1 and turned.sum() == 1  # counter-clockwise: now above the centre
 
 
 def test_seeds_and_latents_depend_only_on_identity():

@@ -16,7 +16,7 @@ def test_biggan_deep_128_with_the_paper_ensemble(tmp_path):
     config = build_config({
         "data": str(tmp_path / "data"), "masks": True, "classes": "207", "restarts": 2, "steps": 2,
         "batch_size": 2, "seg_size": 128, "out": str(tmp_path / "runs"), "name": "real", "accelerator": "cpu",
-        "frames": 2,
+        "frames": 2, "pretrained": False,
     })  # fmt: skip
     generator = build_random_generator("biggan-deep-128")
     ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=False)

@@ -126,7 +126,7 @@ def search_run(tmp_path, known_answers, tiny_generator, ensemble):
 
     def go(name: str, **settings):
         values = dict(data=str(known_answers), masks=True, classes=[1], restarts=2, steps=4, seg_size=32,
-                      batch_size=4, accelerator="cpu", frames=3, save_images="none", image_every=0,
+                      batch_size=4, accelerator="cpu", frames=3, save_images="none", image_every=0, heldout="none",
                       out=str(tmp_path / "out"), name=name)  # fmt: skip
         history = History()
         run_dir = run(build_config(values | settings), generator=tiny_generator, ensemble=ensemble,

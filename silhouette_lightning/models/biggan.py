@@ -19,7 +19,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from silhouette_lightning.errors import UsageError, WeightsError
 from silhouette_lightning.files import atomic_torch_save, atomic_write_text
 from silhouette_lightning.models.fetch import DownloadError, download_file
-from silhouette_lightning.models.frozen import freeze
+from silhouette_lightning.models.frozen import bake_spectral_norm, freeze
 
 BIGGAN_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
 DEFAULT_BIGGAN_URL = "https://s3.amazonaws.com/models.huggingface.co/biggan"
@@ -155,7 +155,7 @@ def load_generator(
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:  # shape mismatches
         raise WeightsError(f"{weights_path} does not fit {config_path}: {exc}; {fix}") from exc
-    return freeze(model)
+    return bake_spectral_norm(freeze(model))
 
 
 def save_generator(model: BigGAN, folder: str | os.PathLike) -> Path:

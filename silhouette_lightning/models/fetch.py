@@ -7,10 +7,11 @@ import http.client
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import BinaryIO
 from urllib.request import Request, urlopen
+
+from tqdm import tqdm
 
 # Big enough for the full BigGAN-deep-512 file at a slow link, small enough that a dead network is
 # reported within a minute rather than never: urlopen has no timeout by default.
@@ -35,7 +36,7 @@ def download_file(
 
     A short read (fewer bytes than Content-Length) or a SHA-256 that does not start with `sha256_prefix`
     raises `DownloadError` and removes the temporary file. Network errors are re-raised as `DownloadError`.
-    A progress line goes to stderr for files of 4 MiB and more (or of unknown size).
+    A tqdm progress bar goes to stderr for files of 4 MiB and more (or of unknown size).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -72,22 +73,11 @@ def _stream(url: str, out: BinaryIO, *, timeout: float, name: str, progress: boo
         show = progress and (expected is None or expected >= _PROGRESS_MIN_BYTES)
         if show:
             print(f"Downloading {url}", file=sys.stderr, flush=True)
-        last_print = 0.0
-        while chunk := response.read(_CHUNK_BYTES):
-            out.write(chunk)
-            digest.update(chunk)
-            received += len(chunk)
-            now = time.monotonic()
-            if show and now - last_print >= 0.5:
-                last_print = now
-                print(f"\r  {name}: {_progress_text(received, expected)}", end="", file=sys.stderr, flush=True)
-        if show:
-            print(f"\r  {name}: {_progress_text(received, expected)}", file=sys.stderr, flush=True)
+        with tqdm(total=expected, desc=f"  {name}", unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                  disable=not show, mininterval=0.5, dynamic_ncols=True) as bar:  # fmt: skip
+            while chunk := response.read(_CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
     return received, expected, digest.hexdigest()
-
-
-def _progress_text(received: int, expected: int | None) -> str:
-    """`12.3 / 200.0 MB (6%)`, or `12.3 MB` when the size is unknown."""
-    if expected:
-        return f"{received / 1e6:.1f} / {expected / 1e6:.1f} MB ({100 * received // expected}%)"
-    return f"{received / 1e6:.1f} MB"

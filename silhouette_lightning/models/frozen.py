@@ -48,3 +48,22 @@ def fold_batch_norms(module: ModuleT) -> ModuleT:
                 setattr(parent, conv_name, fused)
                 setattr(parent, bn_name, nn.Identity().eval())
     return module
+
+
+def bake_spectral_norm(module: ModuleT) -> ModuleT:
+    """Remove every spectral-norm hook of a frozen module, in place, keeping the normalized weight W / sigma.
+
+    In eval mode spectral norm recomputes the same W / sigma (no power iteration) before every forward: for a
+    frozen generator that is ~100 small kernels per step for nothing (docs/benchmark.md: it matters for
+    host-bound small batches, and lets `torch.compile` see plain convolutions). The state dict changes (one
+    `weight` instead of `weight_orig`, `weight_u`, `weight_v`): bake after loading, never before saving.
+    """
+    from torch.nn.utils import remove_spectral_norm
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    if module.training:
+        raise ValueError("bake_spectral_norm needs an eval-mode module (train mode updates sigma every forward)")
+    for sub in module.modules():
+        if any(isinstance(hook, SpectralNorm) for hook in sub._forward_pre_hooks.values()):
+            remove_spectral_norm(sub)
+    return module.requires_grad_(False)

@@ -94,9 +94,14 @@ def preprocess(x01: Tensor, size: int) -> Tensor:
     """Images in [0, 1] [B, 3, H, W] -> resized to [B, 3, size, size] and normalized with ImageNet's statistics.
 
     The same transform for source photos and generated images, so that both reach the segmenters alike.
+    Down-sizing anti-aliases (as torchvision's presets for these weights do): a large photo point-sampled
+    to `size` would give an aliased target map. Up-sizing (a 128 px BigGAN image to 256 px) is plain
+    bilinear, where anti-aliasing has nothing to remove.
     """
-    if x01.shape[-2:] != (size, size):
-        x01 = F.interpolate(x01, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    height, width = x01.shape[-2:]
+    if (height, width) != (size, size):
+        shrinks = height > size or width > size
+        x01 = F.interpolate(x01, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinks)
     mean = torch.tensor(IMAGENET_MEAN, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
     return (x01 - mean) / std  # [B, 3, size, size]
