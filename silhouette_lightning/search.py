@@ -34,10 +34,6 @@ class SearchOptions:
     patience: int | None = None  # a trajectory stops after this many steps without a better IoU
     prune_after: int | None = None  # after this many steps, only the better half of each group's restarts goes on
 
-    @property
-    def scores_starts(self) -> bool:
-        return self.starts > 0
-
 
 def better_first(iou: list[float], loss: list[float], index: list[int]) -> list[int]:
     """Positions sorted best first: highest IoU, ties to lower loss (NaN counts as worst), then lower index.
