@@ -57,6 +57,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     a("--classes", help='ImageNet classes to generate, ids or names: 207,"tabby"; default: per subject, '
       "configs/classes.yaml")  # fmt: skip
     a("--restarts", type=int, help=f"random restarts per source and class (default {d.restarts})")
+    a("--starts", type=int, help="best-of-N: score N >= restarts random starts per source and class with forward "
+      "passes only and optimize the best restarts of them (default 0: off)")  # fmt: skip
+    a("--class-lr", type=float, help="optimize the class vector with z at this learning rate, from the one-hot of the "
+      "class; results report the nearest class (default 0: off)")  # fmt: skip
+    a("--prior-weight", type=float, help="weight of the squared distance of z outside the truncation region "
+      "(|z_i| <= 2 x truncation), added to the loss (default 0: off)")  # fmt: skip
+    a("--stop-iou", type=float, help="stop a trajectory once its best IoU reaches this (default: off)")
+    a("--patience", type=int, help="stop a trajectory after this many steps without a better IoU (default: off)")
+    a("--prune-after", type=int, help="after this many steps only the better half of each source and class's "
+      "restarts goes on (default: off)")  # fmt: skip
     a("--steps", type=int, help=f"Adam steps per trajectory (default {d.steps})")
     a("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
     a("--seed", type=int, help=f"run seed; each trajectory's seed derives from it (default {d.seed})")

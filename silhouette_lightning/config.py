@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +49,13 @@ class SwapConfig:
     # ImageNet ids or names: a list, one id, or the CLI's comma-separated text; default: per subject, classes.yaml
     classes: str | int | list[str | int] | None = None
     restarts: int = 8
+    # Search options (docs/search.md); each default is off, which is the paper's search
+    starts: int = 0  # best-of-N: score N >= restarts candidate starts per (source, class), keep the best; 0: off
+    class_lr: float = 0.0  # learning rate of the class vector, optimized with z from the one-hot (0: fixed class)
+    prior_weight: float = 0.0  # weight of the squared distance of z outside the truncation region, in the loss
+    stop_iou: float | None = None  # a trajectory stops once its best IoU reaches this
+    patience: int | None = None  # a trajectory stops after this many steps without a better IoU
+    prune_after: int | None = None  # after this many steps only the better half of each group's restarts goes on
     steps: int = 25
     lr: float = 0.1
     betas: tuple[float, float] = (0.5, 0.99)
@@ -215,6 +223,7 @@ def validate(c: SwapConfig) -> None:
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+    problems += search_problems(c)
     if isinstance(c.seg_size, int) and c.seg_size > MAX_SEG_SIZE:
         problems.append(f"--seg-size must be at most {MAX_SEG_SIZE} (the segmenters' memory grows with its square; "
                         f"their weights were trained near 520), got {c.seg_size}")  # fmt: skip
@@ -266,3 +275,40 @@ def validate(c: SwapConfig) -> None:
         problems.append(str(e))
     if problems:
         raise UsageError("; ".join(problems))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def search_problems(c: SwapConfig) -> list[str]:
+    """Range checks of the search options (each off by default)."""
+    problems = []
+    if not (_whole(c.starts) and (c.starts == 0 or (_whole(c.restarts) and c.starts >= c.restarts))):
+        problems.append(f"--starts must be 0 (off) or a whole number >= --restarts ({c.restarts}), got {c.starts!r}")
+    for name in ("class_lr", "prior_weight"):
+        value = getattr(c, name)
+        if not (_number(value) and value >= 0):
+            problems.append(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+    if c.stop_iou is not None and not (_number(c.stop_iou) and 0 < c.stop_iou <= 1):
+        problems.append(f"--stop-iou must be in (0, 1], got {c.stop_iou!r}")
+    if c.patience is not None and not (_whole(c.patience) and c.patience >= 1):
+        problems.append(f"--patience must be a whole number >= 1, got {c.patience!r}")
+    if c.prune_after is not None and not (
+        _whole(c.prune_after) and c.prune_after >= 1 and (not _whole(c.steps) or c.prune_after < c.steps)
+    ):
+        problems.append(f"--prune-after must be a whole number in [1, --steps), got {c.prune_after!r}")
+    return problems
+
+
+def search_options(c: SwapConfig):
+    """The module's view of the search settings."""
+    from silhouette_lightning.search import SearchOptions
+
+    return SearchOptions(restarts=c.restarts, starts=c.starts, class_lr=float(c.class_lr),
+                         prior_weight=float(c.prior_weight), stop_iou=c.stop_iou, patience=c.patience,
+                         prune_after=c.prune_after)  # fmt: skip

@@ -8,7 +8,6 @@ rank's target maps, the later steps of a chunk carry only their step number.
 
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from silhouette_lightning.target_maps import (
     prepare_targets,
     target_path,
 )
-from silhouette_lightning.trajectories import Trajectory, enumerate_trajectories
+from silhouette_lightning.trajectories import Trajectory, enumerate_trajectories, trajectory_seed
 
 
 class ChunkSteps(Dataset):
@@ -43,10 +42,18 @@ class ChunkSteps(Dataset):
         chunk: int,
         rank_rows: slice,
         steps: int,
+        whole_groups: bool = False,
+        starts: int = 0,
+        run_seed: int = 0,
     ) -> None:
         self.trajectories, self.indices, self.targets_dir = trajectories, indices, Path(targets_dir)
         self.chunk, self.rank_rows, self.steps = chunk, rank_rows, steps
-        self.num_chunks = math.ceil(len(indices) / chunk)
+        self.candidates, self.run_seed = starts, run_seed  # best-of-N: candidate starts per group (0: off)
+        if whole_groups:  # restart pruning compares a group's restarts: never split a group across chunks
+            self.chunks = pack_groups([trajectories[i].group for i in indices], indices, chunk)
+        else:
+            self.chunks = [indices[c : c + chunk] for c in range(0, len(indices), chunk)]
+        self.num_chunks = len(self.chunks)
 
     def __len__(self) -> int:
         return self.num_chunks * (self.steps + 1)
@@ -55,7 +62,7 @@ class ChunkSteps(Dataset):
         chunk, step = divmod(i, self.steps + 1)
         if step > 0:
             return {"chunk": chunk, "step": step}
-        rows = self.indices[chunk * self.chunk : (chunk + 1) * self.chunk]
+        rows = self.chunks[chunk]
         rows = rows + [-1] * (self.chunk - len(rows))  # padding rows: never scored, never written
         trajs = [self.trajectories[r] if r >= 0 else None for r in rows]
         groups: dict[tuple[str, int], int] = {}
@@ -68,16 +75,49 @@ class ChunkSteps(Dataset):
 
         first = target(next(t for t in trajs if t).source_key)
         targets = [target(t.source_key) if t else torch.zeros_like(first) for t in trajs[self.rank_rows]]
-        return {
+        item = {
             "chunk": chunk,
             "step": 0,
             "index": torch.tensor(rows),
             "seeds": torch.tensor([t.seed if t else 0 for t in trajs], dtype=torch.long),
+            "restart": torch.tensor([t.restart if t else -1 for t in trajs]),
             "class_id": torch.tensor([t.class_id if t else 0 for t in trajs]),
             "channel": torch.tensor([VOC_CLASSES.index(t.subject) if t else 0 for t in trajs]),
             "group": torch.tensor([groups.setdefault(t.group, len(groups)) if t else -1 for t in trajs]),
             "targets": torch.stack(targets),  # [B, S, S]
         }
+        if self.candidates:  # best-of-N: every group's candidate seeds and target (any rank may score any group)
+            first_of = {t.group: t for t in reversed(trajs) if t}
+            members = [first_of[g] for g in groups]  # in group id order
+            item["candidate_seeds"] = torch.tensor(
+                [[trajectory_seed(self.run_seed, t.source_key, t.class_id, n) for n in range(self.candidates)]
+                 for t in members], dtype=torch.long)  # fmt: skip  # [groups, N]
+            item["group_class"] = torch.tensor([t.class_id for t in members])  # [groups]
+            item["group_channel"] = torch.tensor([VOC_CLASSES.index(t.subject) for t in members])  # [groups]
+            item["group_targets"] = torch.stack([target(t.source_key) for t in members])  # [groups, S, S]
+        return item
+
+
+def pack_groups(groups: list, indices: list[int], chunk: int) -> list[list[int]]:
+    """Consecutive trajectories of the same group go to the same chunk, chunks filled greedily in order.
+
+    >>> pack_groups(["a", "a", "b", "b", "c", "c"], [0, 1, 2, 3, 4, 5], 5)
+    [[0, 1, 2, 3], [4, 5]]
+    """
+    runs: list[list[int]] = []
+    for position, index in enumerate(indices):
+        if position and groups[position] == groups[position - 1]:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    chunks: list[list[int]] = []
+    for run in runs:
+        if len(run) > chunk:
+            raise ValueError(f"a group of {len(run)} trajectories does not fit a chunk of {chunk}")
+        if not chunks or len(chunks[-1]) + len(run) > chunk:
+            chunks.append([])
+        chunks[-1].extend(run)
+    return chunks
 
 
 @dataclass
@@ -205,6 +245,9 @@ class SwapData(LightningDataModule):
         """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""
         module = self.trainer.lightning_module
         rank, batch = self.trainer.global_rank, module.batch_size
+        search = module.search
         dataset = ChunkSteps(self.plan.trajectories, self.pending, self.targets_dir, chunk=module.z.shape[0],
-                             rank_rows=slice(rank * batch, (rank + 1) * batch), steps=self.steps)  # fmt: skip
+                             rank_rows=slice(rank * batch, (rank + 1) * batch), steps=self.steps,
+                             whole_groups=search.prune_after is not None, starts=search.starts,
+                             run_seed=self.seed)  # fmt: skip
         return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)

@@ -188,6 +188,7 @@ class RecoveryData(SwapData):
         rank, batch = self.trainer.global_rank, module.batch_size
         dataset = RecoverySteps(self.plan.trajectories, self.pending, self.targets_dir, chunk=module.z.shape[0],
                                 rank_rows=slice(rank * batch, (rank + 1) * batch), steps=self.steps,
+                                whole_groups=module.search.prune_after is not None,  # pruning: whole cases per chunk
                                 starts=self.starts, z_dim=module.z_dim, truncation=module.truncation)  # fmt: skip
         return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)
 

@@ -20,7 +20,7 @@ from silhouette_lightning.sources import output_name
 
 RESULT_COLUMNS = [
     "source", "subject", "class_id", "class_name", "best_iou", "heldout_iou", "best_loss", "best_restart", "best_step", "seed",
-    "restarts", "stopped_restarts", "status", "output_dir",
+    "restarts", "stopped_restarts", "status", "output_dir", "nearest_class",
 ]  # fmt: skip
 CLASS_COLUMNS = ["class_id", "class_name", "pairs", "mean_best_iou", "mean_heldout_iou", "median_best_iou",
                  "iou_at_least_0.5", "iou_at_least_0.8", "mean_best_step"]  # fmt: skip
@@ -89,6 +89,7 @@ def summary_row(run_dir: Path, records: list[dict]) -> dict:
     return row | {
         "best_iou": f"{best['best_iou']:.6f}", "best_loss": f"{best['best_loss']:.6g}",
         "best_restart": best["restart"], "best_step": best["best_step"], "seed": best["seed"], "status": "ok",
+        "nearest_class": best.get("nearest_class", ""),  # --class-lr: argmax of the optimized class vector
     }  # fmt: skip
 
 
@@ -141,6 +142,8 @@ def save_latent(
         "iou": float(record["best_iou"]),
         "seed": int(record["seed"]),
     }
+    if "best_class" in record:  # found with --class-lr: the optimized class vector replaces the one-hot
+        latent["class_vector"] = record["best_class"].float()
     if heldout is not None:
         latent |= {"heldout": heldout[0], "heldout_iou": float(heldout[1])}
     return atomic_torch_save(latent, path)
@@ -165,8 +168,11 @@ def regenerate(latent: str | Path | dict, generator=None) -> Tensor:
     generator = generator if generator is not None else load_generator(data["generator"])
     device = next(generator.parameters()).device
     z = data["z"].to(device).view(1, -1)
-    one_hot = F.one_hot(torch.tensor([data["class_id"]], device=device), generator.config.num_classes).float()
-    return ((generator(z, one_hot, data["truncation"]) + 1) / 2)[0].clamp(0, 1).cpu()
+    if "class_vector" in data:  # found with --class-lr
+        class_vector = data["class_vector"].to(device).float().view(1, -1)
+    else:
+        class_vector = F.one_hot(torch.tensor([data["class_id"]], device=device), generator.config.num_classes).float()
+    return ((generator(z, class_vector, data["truncation"]) + 1) / 2)[0].clamp(0, 1).cpu()
 
 
 def read_results(run_dir: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import yaml
 from lightning.pytorch import Trainer
 
 from silhouette_lightning.classes import class_items, resolve_imagenet_classes, resolve_voc_class
-from silhouette_lightning.config import SwapConfig, comparable
+from silhouette_lightning.config import SwapConfig, comparable, search_options
 from silhouette_lightning.data import SwapData
 from silhouette_lightning.distributed import build_strategy
 from silhouette_lightning.errors import UsageError
@@ -173,10 +173,13 @@ def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, e
         from silhouette_lightning.batching import auto_batch_size
 
         batch_size = auto_batch_size(generator, ensemble, config, log=log)
+    if config.prune_after is not None and batch_size < config.restarts:
+        raise UsageError(f"--prune-after compares a source and class's restarts within one batch: it needs "
+                         f"--batch-size >= --restarts ({config.restarts}), got {batch_size}")  # fmt: skip
     module = SilhouetteSwap(
         generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
         truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
-        hparams=config.to_dict(), compile=config.compile,
+        hparams=config.to_dict(), compile=config.compile, search=search_options(config),
     )  # fmt: skip
     if data is None:
         datamodule = SwapData(

@@ -41,8 +41,9 @@ class ImagePanels(Callback):
         if not best_row:
             return
         chosen = torch.tensor(list(best_row.values()))
+        class_vectors = pl_module.best_class[chosen] if pl_module.class_vector is not None else None
         images, maps = pl_module.render(pl_module.best_z[chosen], pl_module.class_ids[chosen],
-                                        pl_module.channels[chosen])  # fmt: skip
+                                        pl_module.channels[chosen], class_vectors)  # fmt: skip
         for i, row in enumerate(chosen.tolist()):
             trajectory = plan.trajectories[int(pl_module.chunk_index[row])]
             target = pl_module.targets[row].float().cpu()

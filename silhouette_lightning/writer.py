@@ -147,13 +147,20 @@ class ResultWriter(Callback):
             t = self.plan.trajectories[index]
             records.append({
                 "source": t.source_key, "subject": t.subject, "class_id": t.class_id, "restart": t.restart,
-                "seed": t.seed, "best_iou": float(finished["best_iou"][i]),
+                "seed": int(finished["seed"][i]) if "seed" in finished else t.seed,  # best-of-N: the chosen start's
+                "best_iou": float(finished["best_iou"][i]),
                 "best_loss": float(finished["best_loss"][i]), "best_step": int(finished["best_step"][i]),
                 "stopped_at": int(finished["stopped_at"][i]), "best_z": finished["best_z"][i].clone(),
                 "frames": finished["frames"][i].clone(), "frame_steps": finished["frame_steps"],
                 "iou_history": finished["iou_history"][i].float().clone(),
                 "loss_history": finished["loss_history"][i].float().clone(), "seconds": float(finished["seconds"]),
             })  # fmt: skip
+            if "ended_at" in finished:  # early stop or pruning (search.py): the step it ended at, and why
+                records[-1] |= {"ended_at": int(finished["ended_at"][i]), "ended_by": finished["ended_by"][i]}
+            if "best_class" in finished:  # --class-lr: the optimized class vectors, and the nearest class
+                best_class = finished["best_class"][i].clone()
+                records[-1] |= {"best_class": best_class, "frames_class": finished["frames_class"][i].clone(),
+                                "nearest_class": int(best_class.argmax())}  # fmt: skip
         return records
 
     @staticmethod
@@ -200,7 +207,8 @@ class ResultWriter(Callback):
         self.heldout.to(device)
         z = best["best_z"][None].to(device).float()  # [1, Z]
         with torch.autocast(device.type, enabled=False):  # as `regenerate` makes it: fp32
-            image = pl_module.generate(z, torch.tensor([best["class_id"]], device=device)).clamp(0, 1)
+            class_vector = best["best_class"][None].to(device).float() if "best_class" in best else None  # --class-lr
+            image = pl_module.generate(z, torch.tensor([best["class_id"]], device=device), class_vector).clamp(0, 1)
         channel = torch.tensor([VOC_CLASSES.index(best["subject"])], device=device)
         target = load_target(self.plan.targets_dir, best["source"])[None].to(device)  # [1, S, S]
         return float(heldout_iou(self.heldout, image, channel, target)[0])
@@ -238,8 +246,13 @@ class ResultWriter(Callback):
             if self.save_images == "all":
                 zs = torch.cat([zs, best["frames"]])
             n = len(zs)
+            class_vectors = None
+            if "best_class" in best:
+                class_vectors = best["best_class"][None]
+                if self.save_images == "all":
+                    class_vectors = torch.cat([class_vectors, best["frames_class"]])
             rendered = pl_module.render(zs, torch.full((n,), best["class_id"]),
-                                        torch.full((n,), VOC_CLASSES.index(best["subject"])))  # fmt: skip
+                                        torch.full((n,), VOC_CLASSES.index(best["subject"])), class_vectors)  # fmt: skip
         self._pending.append(self._pool.submit(self._save_group, out, best, rendered, heldout_score))
         for future in [f for f in self._pending if f.done()]:  # surface write errors early, forget finished work
             self._pending.remove(future)

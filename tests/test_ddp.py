@@ -97,3 +97,24 @@ def test_sigkill_then_resume_loses_nothing_finished(cli_args, torch_home, tmp_pa
     resumed = _train(args("killed"), torch_home)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_csv(tmp_path / "out" / "killed" / "results.csv") == read_csv(tmp_path / "out" / "whole" / "results.csv")
+
+
+@pytest.mark.slow
+def test_search_options_give_the_same_answer_on_two_processes(cli_args, torch_home, tmp_path):
+    """Best-of-N scoring split over ranks, early stop, pruning and class vectors: 2 processes equal 1."""
+    flags = ["--save-images", "none", "--starts", "3", "--class-lr", "0.01", "--patience", "1", "--prune-after", "1",
+             "--prior-weight", "1"]  # fmt: skip
+    one = _train(cli_args(*flags, "--devices", "1", name="one"), torch_home)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _train(cli_args(*flags, "--devices", "2", "--strategy", "ddp", name="two"), torch_home)
+    assert two.returncode == 0, two.stderr[-3000:]
+    from silhouette_lightning.results import load_records
+
+    a, b = load_records(tmp_path / "out" / "one"), load_records(tmp_path / "out" / "two")
+    assert a.keys() == b.keys() and len(a) == 12
+    for identity, ra in a.items():
+        rb = b[identity]
+        assert (ra["seed"], ra["best_step"], ra["ended_at"], ra["ended_by"], ra["nearest_class"]) == (
+            rb["seed"], rb["best_step"], rb["ended_at"], rb["ended_by"], rb["nearest_class"])  # fmt: skip
+        assert torch.allclose(ra["best_z"], rb["best_z"], atol=1e-5)
+        assert ra["best_loss"] == pytest.approx(rb["best_loss"], rel=1e-4)
