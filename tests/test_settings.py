@@ -89,7 +89,7 @@ def test_several_nodes_say_what_they_wait_for_and_time_out(cli_args, tmp_path):
      ("default_classes: [1, 2]", "default_classes must be a mapping of text to a list"),
      ('lr: "0.1"', "lr must be a finite number, got '0.1' (text); write numbers without quotes"),
      ("lr: .inf", "lr must be a finite number, got inf"),
-     ("compile: maybe", "compile must be true or false")],
+     ("compile: maybe", "compile must be one of auto, none, ensemble, all")],
 )  # fmt: skip
 def test_config_file_values_of_the_wrong_type(cli_args, tmp_path, line, expected, capsys):
     config = tmp_path / "settings.yaml"
