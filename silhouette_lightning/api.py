@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,7 @@ class Swap:
 
 def swap(
     image: str | Path | Image.Image | Tensor,
-    classes: list[str | int],
+    classes: str | int | list[str | int],
     *,
     subject: str | None = None,
     mask: bool = False,
@@ -41,31 +44,55 @@ def swap(
     heldout_model=None,
     **settings,
 ) -> list[Swap]:
-    """Swap the subject of one image for each of `classes`; the best of `restarts` per class.
+    """Swap the subject of one image for each of `classes` (one name or id, or a list); the best of `restarts`
+    per class.
 
     `image`: a path, a PIL image or a `[3, H, W]` tensor in [0, 1]; `mask=True` if it is a silhouette.
     `settings`: any `train.py` setting (`restarts=4`, `steps=25`, `accelerator="gpu"`, ...). Files go to
-    `out` (default: a temporary folder). `generator`/`ensemble`/`heldout_model`: already loaded networks to reuse.
+    `out` (default: a temporary folder), in a run folder named after the image and the settings, so the same
+    call again returns the saved results (and finishes an interrupted one). `generator`: a published name or a
+    folder as `--generator` takes, or an already loaded BigGAN; `ensemble`/`heldout_model`: loaded networks.
     """
+    from silhouette_lightning.models.biggan import generator_origin
     from silhouette_lightning.run import run
 
+    if isinstance(generator, (str, Path)):
+        settings["generator"], generator = (
+            str(Path(generator).resolve()) if Path(generator).is_dir() else generator,
+            None,
+        )
+    class_list = [classes] if isinstance(classes, (str, int)) else list(classes)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        data.mkdir()
         if isinstance(image, (str, Path)):
-            source = data / Path(image).name
-            source.write_bytes(Path(image).read_bytes())
+            name, content = Path(image).name, Path(image).read_bytes()
         else:
-            pil = image if isinstance(image, Image.Image) else _to_pil(image)
-            source = data / "image.png"
-            pil.save(source)
-        config = build_config(
-            {"data": str(data), "masks": mask, "subject": subject, "classes": list(classes),
-             "out": str(out or Path(tmp) / "runs"), "name": "swap", "image_every": 0} | settings
-        )  # fmt: skip
+            buffer = io.BytesIO()
+            (image if isinstance(image, Image.Image) else _to_pil(image)).save(buffer, format="PNG")
+            name, content = "image.png", buffer.getvalue()
+        layer = {"masks": mask, "subject": subject, "classes": class_list, "image_every": 0} | settings
+        loaded = {"loaded generator": generator_origin(generator)} if generator is not None else {}
+        run_name = layer.pop("name", None) or _run_name(name, content, layer | loaded)
+        root = Path(out) if out is not None else Path(tmp) / "runs"
+        data = root / "sources" / run_name  # kept next to the run: the same call finds the same source again
+        data.mkdir(parents=True, exist_ok=True)
+        source = data / name
+        if not source.is_file() or source.read_bytes() != content:
+            source.write_bytes(content)
+        config = build_config(layer | {"data": str(data), "out": str(root), "name": run_name})
         run_dir = run(config, generator=generator, ensemble=ensemble, heldout_model=heldout_model,
                       enable_progress_bar=False)  # fmt: skip
+        if generator is None:
+            from silhouette_lightning.models.biggan import load_generator
+
+            generator = load_generator(config.generator)
         return _read_results(run_dir, generator)
+
+
+def _run_name(file_name: str, content: bytes, settings: dict) -> str:
+    """`swap-<stem>-<hash of the image and the settings>`: one run folder per distinct call."""
+    key = hashlib.sha256(content + repr(sorted((k, repr(v)) for k, v in settings.items())).encode()).hexdigest()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(file_name).stem)[:40].strip("._-") or "image"
+    return f"swap-{stem}-{key[:10]}"
 
 
 def _to_pil(image: Tensor) -> Image.Image:

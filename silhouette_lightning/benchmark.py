@@ -39,6 +39,7 @@ class BenchmarkSettings:
     shifts: list[int] = field(default_factory=lambda: [0, 10])  # recovery: pixels right, at the generator's size
     rotations: list[float] = field(default_factory=lambda: [0.0, 10.0])  # recovery: degrees counter-clockwise
     latents: int = 1  # recovery: known latents z_s per class
+    print_config: bool = False  # print each variant's settings and exit (--print-config)
 
     RESULT_KEYS = ("mode", "shifts", "rotations", "latents")
 
@@ -74,15 +75,15 @@ def _number_list(kind):
 def build_parser() -> argparse.ArgumentParser:
     """The run flags (shared by every variant) plus the benchmark's own."""
     from silhouette_lightning.cli import build_parser as run_parser
+    from silhouette_lightning.cli import prog_name
 
     d = BenchmarkSettings()
-    p = run_parser()
-    p.prog = "train.py benchmark"
+    p = run_parser(f"{prog_name()} benchmark")
     p.description = (
         "Run the same sources, classes and seeds under each --compare variant (separate runs under OUT/NAME/<variant>/,"
         " each resumable), then write compare.csv, compare.md, compare_curves.png and compare.html side by side. "
         "The run flags below are shared by every variant; a variant overrides any other setting, but data, masks, "
-        "subject, classes, seed, restarts, steps and max-pixels come from these flags only."
+        "subject, classes, seed, restarts, steps, max-pixels and thresholds come from these flags only."
     )
     p.epilog = EXAMPLES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> tuple[BenchmarkSettings, list[Variant], list[dict[str, Any]]]:
     """(benchmark settings, variants, base layers: recovery defaults < --config file < flags), all checked."""
     args = vars(build_parser().parse_args(argv))
-    own = {k: args.pop(k) for k in ("compare", "mode", "shifts", "rotations", "latents")}
+    own = {k: args.pop(k) for k in ("compare", "mode", "shifts", "rotations", "latents", "print_config")}
     settings = BenchmarkSettings(**{k: v for k, v in own.items() if k != "compare" and v is not None})
     settings.validate()
     if settings.mode == "swap":
@@ -122,6 +123,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchmarkSettings, list[Variant]
         base.append({"loss": "bce_bg"})  # the paper's figure 5 setting (appendix C); a file or flag overrides it
     base += [load_yaml(config_file) if config_file else {}, args]
     variants = parse_variants(own["compare"])
+    settings.print_config = bool(own["print_config"])
     return settings, variants, base
 
 
@@ -156,16 +158,10 @@ def check_benchmark_dir(root: Path, settings: BenchmarkSettings) -> None:
 
 def check_variant_dir(config: SwapConfig) -> None:
     """A variant folder that holds a run of other settings is an error now, before any variant runs."""
-    saved = config.run_dir / "config.yaml"
-    if not saved.exists():
-        return
-    before = yaml.safe_load(saved.read_text()) or {}
-    now = config.result_settings()
-    changed = sorted(k for k in now if k in before and before[k] != now[k])
-    if changed:
-        diffs = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
-        raise UsageError(f"{config.run_dir} holds a run with other settings ({diffs}); pass --name to start a new "
-                         "benchmark, or the same settings to resume it")  # fmt: skip
+    from silhouette_lightning.fast_path import resolve_machine_defaults
+    from silhouette_lightning.run import check_run_dir
+
+    check_run_dir(resolve_machine_defaults(config))  # as run() will compare them
 
 
 def variant_finished(config: SwapConfig) -> bool:
@@ -206,15 +202,16 @@ def recovery_data(config: SwapConfig, settings: BenchmarkSettings):
 
 
 def run_benchmark(settings: BenchmarkSettings, variants: list[Variant], base: list[dict[str, Any]], *, log=None,
-                  generator=None, ensemble=None, **trainer_kwargs) -> Path:  # fmt: skip
+                  generator=None, ensemble=None, heldout_model=None, **trainer_kwargs) -> Path:  # fmt: skip
     """Run every unfinished variant, then write the comparison (rank zero); returns the benchmark folder.
 
-    Every variant's settings are checked before the first one runs. `generator` / `ensemble`: already loaded
-    networks for every variant (tests); by default each variant loads its own, shared between variants that name
-    the same ones.
+    Every variant's settings are checked before the first one runs. `generator` / `ensemble` / `heldout_model`:
+    already loaded networks for every variant (tests); by default each variant loads its own, shared between
+    variants that name the same ones.
     """
     from lightning.pytorch.utilities import rank_zero_only
 
+    from silhouette_lightning.heldout import load_heldout
     from silhouette_lightning.models.biggan import load_generator
     from silhouette_lightning.models.segmenters import load_ensemble
     from silhouette_lightning.run import eprint, run
@@ -224,6 +221,12 @@ def run_benchmark(settings: BenchmarkSettings, variants: list[Variant], base: li
     configs = [variant_config(v, base, out=root) for v in variants]
     if settings.mode == "swap" and not configs[0].data:
         raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks), or --recovery")
+    if settings.print_config:
+        from silhouette_lightning.config import config_yaml
+
+        for variant, config in zip(variants, configs, strict=True):
+            print(f"# variant {variant.label}: {config.run_dir}\n{config_yaml(config)}", end="")
+        return root
     for config in configs:
         check_variant_dir(config)
     # Decided once, before any run: under DDP every rank re-runs this command and must make the same choices.
@@ -232,6 +235,7 @@ def run_benchmark(settings: BenchmarkSettings, variants: list[Variant], base: li
         check_benchmark_dir(root, settings)
     generators: dict[str, Any] = {}
     ensembles: dict[tuple, Any] = {}
+    heldouts: dict[tuple, Any] = {}
     for variant, config, done in zip(variants, configs, finished, strict=True):
         if done:
             log(f"benchmark: {variant.label} is complete in {config.run_dir}, skipped")
@@ -244,8 +248,12 @@ def run_benchmark(settings: BenchmarkSettings, variants: list[Variant], base: li
         ens = ensemble if ensemble is not None else ensembles.get(key)
         if ens is None:
             ens = ensembles[key] = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
+        key = (config.heldout, config.seg_size, config.pretrained)
+        if heldout_model is None and key not in heldouts:
+            heldouts[key] = load_heldout(config.heldout, size=config.seg_size, pretrained=config.pretrained)
+        held = heldout_model if heldout_model is not None else heldouts[key]
         data = recovery_data(config, settings) if settings.mode == "recovery" else None
-        run(config, generator=gen, ensemble=ens, log=log, data=data, **trainer_kwargs)
+        run(config, generator=gen, ensemble=ens, heldout_model=held, log=log, data=data, **trainer_kwargs)
     if rank_zero_only.rank == 0:
         from silhouette_lightning.compare import write_comparison
 

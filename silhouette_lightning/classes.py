@@ -80,6 +80,15 @@ def parse_class_list(text: str) -> list[str]:
     return [item.strip() for row in rows for item in row if item.strip()]
 
 
+def class_items(value: str | int | Sequence[str | int]) -> list[str | int]:
+    """The items of a `classes` setting: CLI text (`207,"tabby"`), a single id, or a list as is."""
+    if isinstance(value, str):
+        return list(parse_class_list(value))
+    if isinstance(value, int):
+        return [value]
+    return list(value)
+
+
 def _resolve_imagenet_one(item: str | int) -> int:
     """Turn one id or name into an ImageNet id, or raise UsageError saying what to write instead."""
     n = len(IMAGENET_CLASSES)

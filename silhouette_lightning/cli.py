@@ -9,8 +9,9 @@ import sys
 import torch
 
 from silhouette_lightning.config import SAVE_IMAGES, SwapConfig, build_config, bundled_configs, config_yaml, load_yaml
-from silhouette_lightning.errors import UsageError, WeightsError
+from silhouette_lightning.errors import OutputError, UsageError, WeightsError
 from silhouette_lightning.fast_path import COMPILE_MODES
+from silhouette_lightning.framing import FITS
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 
 
@@ -45,7 +46,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or prog_name(),
         description="Swap the subject of each source photo (or silhouette mask) for BigGAN images of chosen "
         "ImageNet classes that fit the same silhouette. Results: OUT/NAME/results.csv, swaps/, TensorBoard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")
@@ -77,6 +77,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
       f"(default {d.generator})")  # fmt: skip
     a("--segmenters", help=f"torchvision VOC segmenters with weights (default {d.segmenters})")
     a("--seg-size", type=int, help=f"segmenter input size in px (default {d.seg_size})")
+    a("--fit", choices=FITS, help="non-square photos and masks to the square the networks see: pad (keep all, "
+      f"gray margins), crop (centre square) or stretch (squash) (default {d.fit})")  # fmt: skip
     a("--ensemble", choices=ENSEMBLE_MODES, help=f"how segmenters combine (default {d.ensemble})")
     a("--loss", choices=LOSSES, help=f"silhouette loss on the subject channel (default {d.loss})")
     a("--heldout", help="torchvision VOC segmenter, not in the ensemble, that scores each result's best image "
@@ -94,7 +96,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--accelerator", help=f"cpu, gpu, auto (default {d.accelerator})")
     g.add_argument("--devices", type=_devices, help=f"devices per node, or auto (default {d.devices})")
     g.add_argument("--num-nodes", type=int, help=f"machines (default {d.num_nodes})")
-    g.add_argument("--strategy", help=f"auto, ddp, ... (default {d.strategy})")
+    g.add_argument("--strategy", help=f"auto, ddp or another DDP variant (gradients are summed across devices) "
+                   f"(default {d.strategy})")  # fmt: skip
     g.add_argument("--precision", help=f"32-true, bf16-mixed, or auto: bf16-mixed on a GPU that has it, else "
                    f"32-true; 16-bit float is refused, see README (default {d.precision})")  # fmt: skip
     g.add_argument("--compile", nargs="?", const="ensemble", choices=("auto", *COMPILE_MODES),
@@ -139,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         run(config)
     except (UsageError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OutputError as e:
+        print(f"error: cannot write {e.filename}: {e.strerror}; finished results are kept: make room (or fix the "
+              "folder) and run the same command again to resume", file=sys.stderr)  # fmt: skip
         return 2
     except torch.OutOfMemoryError:
         print("error: out of memory on the device: pass a smaller --batch-size (or auto) or --seg-size; finished "

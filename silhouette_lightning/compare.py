@@ -8,10 +8,10 @@ import base64
 import html
 import io
 import json
-import math
 from pathlib import Path
 
 import torch
+import yaml
 
 from silhouette_lightning.files import atomic_write_bytes, atomic_write_text
 from silhouette_lightning.results import write_csv
@@ -19,14 +19,20 @@ from silhouette_lightning.results import write_csv
 ALL = "all"
 
 
+def _settings(run_dir: Path) -> dict:
+    """A variant's resolved settings (`config.yaml`)."""
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+
+
 def _read_convergence(run_dir: Path) -> dict:
     """A variant's `convergence.json` (written at the end of its run; made now from its records if missing)."""
     path = Path(run_dir) / "convergence.json"
     if not path.exists():
-        from silhouette_lightning.convergence import write_convergence
+        from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, write_convergence
         from silhouette_lightning.results import load_records
 
-        write_convergence(run_dir, load_records(run_dir).values())
+        thresholds = _settings(run_dir).get("thresholds", DEFAULT_THRESHOLDS)
+        write_convergence(run_dir, load_records(run_dir).values(), thresholds)
     if not path.exists():
         return {"thresholds": [], "scopes": []}
     return json.loads(path.read_text())
@@ -83,53 +89,19 @@ def markdown_table(rows: list[dict], thresholds: list[float]) -> str:
 
 
 def _figure_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
-def curves_figure(variants: list[tuple], documents: list[dict], *, max_panels: int = 9) -> bytes:
-    """PNG: best-so-far IoU (mean, 10-90% band) over steps, one colour per variant; panels: all classes, then each
-    class (at most `max_panels` in all)."""
-    import matplotlib
+def curves_figure(root: Path, variants: list[tuple]) -> Path:
+    """`compare_curves.png`: best-so-far IoU (mean, 10-90% band) over steps, one colour per variant; panels: all
+    classes, then each class (plots.plot_curves with the variants overlaid)."""
+    from silhouette_lightning.convergence import read_convergence
+    from silhouette_lightning.plots import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scopes: dict[str, str] = {}
-    for document in documents:
-        for scope in document["scopes"]:
-            if scope["subject"] == ALL:
-                scopes.setdefault(scope["class"], scope["class_name"])
-    panels = list(scopes.items())[:max_panels]
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
-    colours = plt.get_cmap("tab10")
-    for ax, (class_id, class_name) in zip(axes.flat, panels, strict=False):
-        for i, ((variant, _), document) in enumerate(zip(variants, documents, strict=True)):
-            scope = next((s for s in document["scopes"] if s["class"] == class_id and s["subject"] == ALL), None)
-            if scope is None:
-                continue
-            curves = scope["curves"]
-            steps = list(range(len(curves["best_iou_mean"])))
-            colour = colours(i % 10)
-            ax.plot(steps, curves["best_iou_mean"], color=colour, lw=2, label=variant.label)
-            ax.fill_between(steps, curves["best_iou_q10"], curves["best_iou_q90"], color=colour, alpha=0.15, lw=0)
-        ax.set_title("all classes" if class_id == ALL else f"{class_id} {class_name}", fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("best-so-far IoU")
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle("Best-so-far IoU per trajectory: mean and 10-90% band", fontsize=11)
-    return _figure_png(fig)
+    stats = {variant.label: read_convergence(run_dir) for variant, run_dir in variants}
+    return plot_curves(stats, Path(root) / "compare_curves.png", title="Best-so-far IoU per variant and class")
 
 
 # ----------------------------------------------------------------------------------------------------- recovery
@@ -147,7 +119,7 @@ def recovery_rows(variants: list[tuple]) -> list[dict]:
     rows = []
     for variant, run_dir in variants:
         plan = read_plan(run_dir)
-        truncation = float(__import__("yaml").safe_load((Path(run_dir) / "config.yaml").read_text())["truncation"])
+        truncation = float(_settings(run_dir)["truncation"])
         known = case_latents(plan)
         cases = {c["key"]: c for c in plan["cases"]}
         groups: dict[tuple, list[dict]] = {}
@@ -182,15 +154,14 @@ RECOVERY_COLUMNS = ["variant", "shift", "rotation", "start", "trajectories", "io
 def recovery_figure(rows: list[dict]) -> bytes:
     """PNG: mean IoU over steps per transform (colour), solid from `z_s`, dashed from random starts; one panel
     per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     transforms = list(dict.fromkeys((r["shift"], r["rotation"]) for r in rows))
-    fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 3.4), squeeze=False, sharey=True)
-    colours = plt.get_cmap("tab10")
+    fig = Figure(figsize=(4.6 * len(variants) + 2.2, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)
+    colours = colormaps["tab10"]
     for ax, variant in zip(axes[0], variants, strict=True):
         for row in (r for r in rows if r["variant"] == variant):
             i = transforms.index((row["shift"], row["rotation"]))
@@ -219,7 +190,7 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def compare_page(root: Path, variants: list[tuple], rows: list[dict], columns: list[str], curves_png: bytes,
@@ -239,7 +210,8 @@ def compare_page(root: Path, variants: list[tuple], rows: list[dict], columns: l
         "<code>convergence.json</code>; success and steps are per trajectory (best-so-far IoU), "
         "<code>pair_</code> columns per (source, class) with its best restart.</p>",
         "<h2>Variants</h2><ul>" + "".join(links) + "</ul>",
-        "<h2>Best-so-far IoU over steps</h2>" + _img(curves_png, "best-so-far IoU over steps per variant"),
+        "<h2>Best-so-far IoU over steps</h2>"
+        + (_img(curves_png, "best-so-far IoU over steps per variant") if curves_png else "<p>no results yet</p>"),
         "<h2>Per variant and class</h2>" + _html_table(rows, columns),
     ]
     if recovery is not None:
@@ -247,7 +219,8 @@ def compare_page(root: Path, variants: list[tuple], rows: list[dict], columns: l
         sections += ["<h2>Recovery: per transform</h2>" + _img(png, "recovery IoU over steps per transform"),
                      _html_table(recovery_rows_, RECOVERY_COLUMNS)]  # fmt: skip
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}img{max-width:100%}")  # fmt: skip
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}img{max-width:100%}"
+             ".wide{overflow-x:auto}")  # fmt: skip
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Benchmark {html.escape(root.name)}</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
 
@@ -260,9 +233,10 @@ def write_comparison(root: Path, variants: list[tuple], *, mode: str = "swap") -
     thresholds = sorted({t for d in documents for t in d["thresholds"]})
     written = {"csv": write_csv(root / "compare.csv", columns, rows)}
     written["md"] = atomic_write_text(root / "compare.md", markdown_table(rows, thresholds))
-    curves = curves_figure(variants, documents) if rows else b""
-    if curves:
-        written["png"] = atomic_write_bytes(root / "compare_curves.png", curves)
+    curves = b""
+    if rows:
+        written["png"] = curves_figure(root, variants)
+        curves = written["png"].read_bytes()
     recovery = None
     if mode == "recovery":
         rec = recovery_rows(variants)

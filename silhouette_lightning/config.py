@@ -5,17 +5,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from silhouette_lightning.classes import class_items
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.fast_path import COMPILE_MODES, normalize_compile
+from silhouette_lightning.framing import FITS
 from silhouette_lightning.heldout import DEFAULT_HELDOUT, heldout_problem
 from silhouette_lightning.losses import ENSEMBLE_MODES, LOSSES
 from silhouette_lightning.models.segmenters import parse_ensemble_spec
+from silhouette_lightning.setting_types import type_problems
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 SAVE_IMAGES = ("none", "best", "all")
@@ -42,7 +46,8 @@ class SwapConfig:
     data: str | None = None  # folder of source photos or masks
     masks: bool = False  # the files are silhouettes (white subject on black): no source segmentation
     subject: str | None = None  # VOC class of every source; default: folder name, else the photo's largest
-    classes: list[str | int] | None = None  # ImageNet ids or names; default: per subject, configs/classes.yaml
+    # ImageNet ids or names: a list, one id, or the CLI's comma-separated text; default: per subject, classes.yaml
+    classes: str | int | list[str | int] | None = None
     restarts: int = 8
     # Search options (docs/search.md); each default is off, which is the paper's search
     starts: int = 0  # best-of-N: score N >= restarts candidate starts per (source, class), keep the best; 0: off
@@ -55,11 +60,14 @@ class SwapConfig:
     lr: float = 0.1
     betas: tuple[float, float] = (0.5, 0.99)
     seed: int = 0
-    batch_size: int | str = "auto"  # trajectories per device per step; auto: largest that fits a GPU, 16 on a CPU
+    batch_size: int | Literal["auto"] = (
+        "auto"  # trajectories per device per step; auto: largest that fits a GPU, 16 on a CPU
+    )
     truncation: float = 0.4
     generator: str = "biggan-deep-128"
     segmenters: str = "deeplabv3_resnet101:0.6,fcn_resnet101:0.4"
     seg_size: int = 256
+    fit: str = "pad"  # non-square photos and masks to the networks' square: pad | crop | stretch (framing.py)
     ensemble: str = "probs"
     loss: str = "mse"
     heldout: str = DEFAULT_HELDOUT  # VOC segmenter outside the ensemble that scores each best image, or "none"
@@ -76,7 +84,8 @@ class SwapConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py)
+    # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py); an int (YAML 32, 16) is checked in validate
+    precision: str | int = "auto"
     compile: bool | str = "auto"  # torch.compile for the training steps: none|ensemble|all; auto: ensemble on a GPU
     pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
@@ -158,7 +167,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UsageError(f"config file {path} not found (bundled configs: {', '.join(bundled_configs())})")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+                         "save it as UTF-8") from None  # fmt: skip
     except yaml.YAMLError as e:
         raise UsageError(f"config file {p} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -182,18 +194,29 @@ def build_config(*layers: dict[str, Any]) -> SwapConfig:
                 raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
             if value is not None:
                 values[key] = value
-    if "betas" in values:
-        values["betas"] = tuple(values["betas"])
     if str(values.get("precision")) in PRECISIONS:  # aliases ("bf16", 32 from YAML) -> Lightning's own name
         values["precision"] = PRECISIONS[str(values["precision"])]
     config = SwapConfig(**values)
     validate(config)
+    # Only now that the types are known good: the canonical forms (a YAML list of betas, a whole-number lr).
+    config.betas = tuple(float(b) for b in config.betas)
+    for name, annotation in typing.get_type_hints(SwapConfig).items():
+        if annotation is float:
+            setattr(config, name, float(getattr(config, name)))
     return config
 
 
 def validate(c: SwapConfig) -> None:
-    """Out-of-range settings are usage errors, found before any work."""
-    problems = []
+    """Settings of the wrong type (from their annotations) or out of range are usage errors, found before any work."""
+    problems = type_problems(c)
+    if problems:  # the range checks below assume the types
+        raise UsageError("; ".join(problems))
+    if c.classes is not None and not class_items(c.classes):
+        problems.append(f"--classes names no class (got {c.classes!r}): give ImageNet ids or names (207,tabby), or "
+                        "leave it out for each subject's default classes")  # fmt: skip
+    if c.name is not None and (c.name in ("", ".", "..") or Path(c.name).name != c.name or "/" in c.name
+                               or "\\" in c.name):  # fmt: skip
+        problems.append(f"--name must be a folder name inside --out, without / or \\ or .., got {c.name!r}")
     if not 0 < c.truncation <= 1:
         problems.append(f"--truncation must be in (0, 1], got {c.truncation}")
     for name in ("restarts", "steps", "seg_size", "frames", "num_nodes", "max_pixels"):
@@ -230,6 +253,12 @@ def validate(c: SwapConfig) -> None:
             f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r} (16-bit float gradient "
             "scaling would tie trajectories together; use bf16-mixed on GPUs)"
         )
+    from silhouette_lightning.distributed import strategy_problem  # imports Lightning: only when checking
+
+    if problem := strategy_problem(c.strategy):
+        problems.append(problem)
+    if c.fit not in FITS:
+        problems.append(f"--fit must be one of {', '.join(FITS)}, got {c.fit!r}")
     if c.loss not in LOSSES:
         problems.append(f"--loss must be one of {', '.join(LOSSES)}, got {c.loss!r}")
     if c.ensemble not in ENSEMBLE_MODES:

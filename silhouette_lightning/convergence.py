@@ -10,6 +10,8 @@ Definitions (the same for every scope: all, a class, a subject, a class x subjec
   (or pairs) that reach it; reported as median (mean of the two middle values for an even count), mean and count.
 - quantiles (10/50/90) of best-so-far IoU at each step: linear interpolation between order statistics.
 - seconds: each trajectory's share of its chunk's wall time (the chunk's time over its real rows).
+- heldout_iou_mean: mean held-out IoU (heldout.py) of the scope's pairs that have one, with heldout_iou_count;
+  its optimized counterpart is the last step's pair_best_iou_mean.
 
 Rows (`convergence_stats`) are long format: class, class_name, subject, step (None for statistics that are not
 per step), statistic, value. `convergence.csv` holds them; `convergence.json` holds the same numbers by scope.
@@ -85,7 +87,8 @@ def _steps_summary(name: str, steps: list[int]) -> list[tuple[str, float]]:
     return out
 
 
-def _scope_rows(records: list[dict], curves: Tensor, thresholds: list[float]) -> list[tuple[int | None, str, float]]:
+def _scope_rows(records: list[dict], curves: Tensor, thresholds: list[float],
+                heldout: dict[tuple[str, int], float] | None = None) -> list[tuple[int | None, str, float]]:  # fmt: skip
     """(step, statistic, value) of one scope: its records and their best-so-far curves `[N, steps + 1]`."""
     rows: list[tuple[int | None, str, float]] = []
     pairs: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -103,6 +106,9 @@ def _scope_rows(records: list[dict], curves: Tensor, thresholds: list[float]) ->
     seconds = [r["seconds"] for r in records if r.get("seconds") is not None]
     if seconds:
         rows += [(None, "seconds_mean", sum(seconds) / len(seconds)), (None, "seconds_total", sum(seconds))]
+    scored = [heldout[pair] for pair in pairs if heldout and pair in heldout]
+    if scored:
+        rows += [(None, "heldout_iou_mean", sum(scored) / len(scored)), (None, "heldout_iou_count", len(scored))]
     quantiles = torch.quantile(curves, torch.tensor(QUANTILES, dtype=curves.dtype), dim=0)  # [3, steps + 1]
     losses = torch.stack([torch.as_tensor(r["loss_history"], dtype=torch.float64) for r in records])  # [N, S + 1]
     stopped = torch.tensor([r["stopped_at"] if r["stopped_at"] >= 0 else curves.shape[1] for r in records])  # [N]
@@ -118,11 +124,12 @@ def _scope_rows(records: list[dict], curves: Tensor, thresholds: list[float]) ->
     return rows
 
 
-def convergence_stats(records: Iterable[dict], thresholds: Iterable[float] = DEFAULT_THRESHOLDS) -> list[dict]:
+def convergence_stats(records: Iterable[dict], thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+                      heldout: dict[tuple[str, int], float] | None = None) -> list[dict]:  # fmt: skip
     """Long-format rows of every statistic, for all trajectories, per class, per subject and per class x subject.
 
     `records`: trajectory records (`results.load_records(run_dir).values()`); those without an `iou_history`
-    are left out. Each row: `{"class", "class_name", "subject", "step", "statistic", "value"}`, `class` an
+    are left out. `heldout`: the held-out IoU of each (source, class id) pair that has one. Each row: `{"class", "class_name", "subject", "step", "statistic", "value"}`, `class` an
     ImageNet id as text or "all", `step` an int for per-step statistics (PER_STEP) else None.
     """
     records = _with_history(records)
@@ -142,7 +149,7 @@ def convergence_stats(records: Iterable[dict], thresholds: Iterable[float] = DEF
         c, s = scope
         class_name = imagenet_name(int(c)) if c != ALL else ALL
         idx = members[scope]
-        for step, statistic, value in _scope_rows([records[i] for i in idx], stacked[idx], thresholds):
+        for step, statistic, value in _scope_rows([records[i] for i in idx], stacked[idx], thresholds, heldout):
             rows.append({"class": c, "class_name": class_name, "subject": s, "step": step, "statistic": statistic,
                          "value": value})  # fmt: skip
     return rows
@@ -169,10 +176,11 @@ def _format(value) -> str:
     return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
-def write_convergence(run_dir: Path, records: Iterable[dict], thresholds: Iterable[float] = DEFAULT_THRESHOLDS):
+def write_convergence(run_dir: Path, records: Iterable[dict], thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+                      heldout: dict[tuple[str, int], float] | None = None):  # fmt: skip
     """Write `convergence.csv` and `convergence.json` into `run_dir`; returns the rows (empty: nothing written)."""
     thresholds = [float(t) for t in thresholds]
-    rows = convergence_stats(records, thresholds)
+    rows = convergence_stats(records, thresholds, heldout)
     if not rows:
         return rows
     buffer = io.StringIO()

@@ -160,13 +160,15 @@ class SwapData(LightningDataModule):
     """Prepares target maps and the plan once, then serves (chunk, step) items to every rank."""
 
     def __init__(self, *, sources: list[Source], classes_for, ensemble, run_dir: Path, masks: bool, seg_size: int,
-                 ensemble_mode: str, restarts: int, steps: int, seed: int, max_pixels: int, data_dir: Path, log=print) -> None:  # fmt: skip
+                 ensemble_mode: str, restarts: int, steps: int, seed: int, max_pixels: int, data_dir: Path,
+                 fit: str = "pad", log=print) -> None:  # fmt: skip
         super().__init__()
         self.sources, self.classes_for, self.ensemble, self.run_dir = sources, classes_for, ensemble, Path(run_dir)
         self.masks, self.seg_size, self.ensemble_mode, self.max_pixels = masks, seg_size, ensemble_mode, max_pixels
         self.restarts, self.steps, self.seed, self.log = restarts, steps, seed, log
         self.data_dir = Path(data_dir)
-        self.targets_dir = self.run_dir / "targets"
+        self.fit = fit
+        self.targets_dir = self.run_dir / "targets" / fit  # target maps depend on --fit: cached apart
         self.plan: Plan | None = None
         self.pending: list[int] = []
         self.prepare_data_per_node = False  # the run folder is shared by every node: one process writes the plan
@@ -182,7 +184,7 @@ class SwapData(LightningDataModule):
         self.forget_changed_sources()
         prepared = prepare_targets(self.sources, self.ensemble, self.targets_dir, masks=self.masks,
                                    size=self.seg_size, mode=self.ensemble_mode, max_pixels=self.max_pixels,
-                                   data_dir=self.data_dir, log=self.log)  # fmt: skip
+                                   fit=self.fit, data_dir=self.data_dir, log=self.log)  # fmt: skip
         subjects = sorted({p.subject for p in prepared if p.ok})
         class_ids = {subject: self.classes_for(subject) for subject in subjects}
         without = "skipped: no classes to swap a {} to (configs/classes.yaml has none); pass --classes"
@@ -224,6 +226,20 @@ class SwapData(LightningDataModule):
         self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
         if not self.pending:  # nothing to fit: no empty epoch (and none of Lightning's zero-length warnings)
             self.trainer.limit_train_batches = 0
+        if self.trainer is None or self.trainer.is_global_zero:
+            self._say_what_is_left()
+
+    def _say_what_is_left(self) -> None:
+        """On a re-run: how many (source, class) pairs earlier runs finished and how many remain."""
+        pairs = {t.group for t in self.plan.trajectories}
+        left = {self.plan.trajectories[i].group for i in self.pending}
+        if len(left) == len(pairs) and len(self.pending) == len(self.plan.trajectories):
+            return  # a fresh run
+        if not left:
+            self.log(f"all {len(pairs)} (source, class) pairs already done; the tables are written again")
+        else:
+            self.log(f"resuming: {len(pairs) - len(left)} of {len(pairs)} (source, class) pairs already done, "
+                     f"{len(left)} to go")  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""

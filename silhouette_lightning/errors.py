@@ -1,4 +1,4 @@
-"""The three kinds of failure the tool reports to a user, each with a message that says what to do."""
+"""The four kinds of failure the tool reports to a user, each with a message that says what to do."""
 
 
 class UsageError(Exception):
@@ -11,3 +11,8 @@ class SourceError(Exception):
 
 class WeightsError(Exception):
     """Pretrained weights are missing or corrupt; the message names the file and how to supply it."""
+
+
+class OutputError(OSError):
+    """An output file could not be written (disk full, quota, read-only folder): `filename` names it. The run stops;
+    what is finished stays on disk, and the same command resumes once there is room."""

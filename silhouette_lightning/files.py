@@ -10,22 +10,37 @@ from typing import Any
 
 import torch
 
+from silhouette_lightning.errors import OutputError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` so that a reader (or a crash) never sees a half-written file."""
+    """Write `data` to `path` so that a reader (or a crash) never sees a half-written file.
+
+    Any failure (a full disk) raises OutputError naming `path`, and leaves an earlier `path` as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            _write_synced(fd, data, path)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OutputError:
         raise
+    except OSError as e:
+        raise OutputError(e.errno, e.strerror or str(e), str(path)) from e
     return path
+
+
+def _write_synced(fd: int, data: bytes, path: Path) -> None:
+    """Write all of `data` to the open file `fd` (the temporary file of `path`), flush it to disk and close it."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -86,12 +86,11 @@ def node_timeout() -> timedelta:
 
 
 def trainer_strategy(config: SwapConfig):
-    """`--strategy` for the Trainer; several nodes with auto/ddp get DDP with the `node_timeout()` rendezvous."""
-    if config.num_nodes > 1 and config.strategy in ("auto", "ddp"):
-        from lightning.pytorch.strategies import DDPStrategy
+    """`--strategy` for the Trainer: `distributed.build_strategy` (DDP that sums gradients, with the
+    `node_timeout()` rendezvous, whenever several processes may run)."""
+    from silhouette_lightning.distributed import build_strategy
 
-        return DDPStrategy(timeout=node_timeout())
-    return config.strategy
+    return build_strategy(config)
 
 
 def waiting_message(config: SwapConfig, cluster) -> str:

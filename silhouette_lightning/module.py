@@ -5,10 +5,11 @@ Data flow of one step (one batch = one Adam step for every trajectory of the chu
   -> per-trajectory loss [B] and IoU [B] -> gathered to [G] on every rank -> best-so-far per trajectory.
 
 Many devices, one answer (DESIGN.md): every rank holds the whole chunk `z` [G, Z] (G = batch x world size)
-and computes the loss of its own B rows only. DDP averages gradients over ranks, and each row's gradient
-comes from exactly one rank, so the loss is scaled by the world size to make the update exact. Losses are
-summed over trajectories, never averaged, and Adam is elementwise, so a row's update does not depend on
-the others.
+and computes the loss of its own B rows only, so each row's gradient comes from exactly one rank. DDP's
+all-reduce sums the ranks' gradients without dividing by the world size (`distributed.SummingDDPStrategy`),
+which gives every row its true gradient bit for bit for any world size; DESIGN.md's alternative, scaling the
+loss by the world size against DDP's average, is exact only for powers of two. Losses are summed over
+trajectories, never averaged, and Adam is elementwise, so a row's update does not depend on the others.
 
 Search options (search.py; all off by default) hook in at three places: the start of a chunk (best-of-N
 starts, the class vector reset to the one-hot), the loss (prior penalty), and after each step's bookkeeping
@@ -25,6 +26,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from silhouette_lightning.classes import VOC_CLASSES
+from silhouette_lightning.distributed import check_summing
 from silhouette_lightning.losses import ensemble_probs, trajectory_loss
 from silhouette_lightning.metrics import MeanIoU, silhouette_iou
 from silhouette_lightning.search import ENDED, PRUNED, SearchOptions, early_stop, prior_penalty, prune, select_starts
@@ -90,6 +92,7 @@ class SilhouetteSwap(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Size the chunk to batch x world size (known only now); DDP wraps the module after this."""
+        check_summing(self.trainer.strategy, self.trainer.world_size)
         chunk = self.batch_size * self.trainer.world_size
         self.z = nn.Parameter(torch.zeros(chunk, self.z_dim, device=self.z.device))
         if self.search.class_lr > 0:
@@ -224,7 +227,7 @@ class SilhouetteSwap(LightningModule):
         step = int(batch["step"])
         if step == 0:
             self._start_chunk(batch)
-        world, rank = self.trainer.world_size, self.trainer.global_rank
+        rank = self.trainer.global_rank
         rows = slice(rank * self.batch_size, (rank + 1) * self.batch_size)
         class_rows = self.class_vector[rows] if self.class_vector is not None else None
         with torch.set_grad_enabled(step < self.steps):
@@ -245,7 +248,7 @@ class SilhouetteSwap(LightningModule):
             live = self.alive[rows]
             optimizer = self.optimizers()
             optimizer.zero_grad()
-            self.manual_backward(torch.where(live, loss, 0.0).sum() * world)
+            self.manual_backward(torch.where(live, loss, 0.0).sum())  # summed across ranks, not averaged
             with torch.no_grad():  # stopped or padding rows: restored after the step, whatever Adam does
                 frozen = (~self.alive)[:, None]  # [G, 1]; masks instead of indexing: no GPU sync
                 params = [p for p in (self.z, self.class_vector) if p is not None]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from silhouette_lightning.classes import imagenet_name
+from silhouette_lightning.errors import UsageError
 from silhouette_lightning.files import atomic_torch_save, atomic_write_text
 from silhouette_lightning.sources import output_name
 
@@ -82,8 +83,8 @@ def summary_row(run_dir: Path, records: list[dict]) -> dict:
         "class_name": imagenet_name(first["class_id"]), "restarts": len(records), "stopped_restarts": stopped,
         "output_dir": str(group_dir(run_dir, first["source"], first["class_id"]).relative_to(run_dir)),
     }  # fmt: skip
-    if not alive:
-        return row | {"status": "failed: every restart turned non-finite"}
+    if not alive or stopped == len(records):  # its best is at most a pre-divergence image: not a result
+        return row | {"status": "failed: every restart turned non-finite (try a lower --lr)"}
     best = best_record(alive)
     return row | {
         "best_iou": f"{best['best_iou']:.6f}", "best_loss": f"{best['best_loss']:.6g}",
@@ -156,9 +157,14 @@ def regenerate(latent: str | Path | dict, generator=None) -> Tensor:
 
     >>> # image = regenerate("runs/samples-biggan-deep-128/swaps/dog__a.png/207_golden_retriever/latent.pt")
     """
-    from silhouette_lightning.models.biggan import load_generator
+    from silhouette_lightning.models.biggan import UNKNOWN_ORIGIN, load_generator
 
     data = latent if isinstance(latent, dict) else torch.load(latent, weights_only=True)
+    if generator is None and data["generator"] == UNKNOWN_ORIGIN:
+        raise UsageError(
+            f"{latent if not isinstance(latent, dict) else 'this latent'} was made with a generator passed as an "
+            "object, not loaded from a name or folder, so which one is unknown: pass it, regenerate(latent, generator)"
+        )
     generator = generator if generator is not None else load_generator(data["generator"])
     device = next(generator.parameters()).device
     z = data["z"].to(device).view(1, -1)

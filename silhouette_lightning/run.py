@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -9,11 +10,11 @@ from pathlib import Path
 import torch
 import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from silhouette_lightning.classes import parse_class_list, resolve_imagenet_classes, resolve_voc_class
+from silhouette_lightning.classes import class_items, resolve_imagenet_classes, resolve_voc_class
 from silhouette_lightning.config import SwapConfig, comparable, search_options
 from silhouette_lightning.data import SwapData
+from silhouette_lightning.distributed import build_strategy
 from silhouette_lightning.errors import UsageError
 from silhouette_lightning.fast_path import resolve_machine_defaults, use_compile_cache
 from silhouette_lightning.files import atomic_write_text
@@ -21,14 +22,16 @@ from silhouette_lightning.heldout import load_heldout
 from silhouette_lightning.lightning_setup import (
     check_lightning_settings,
     nodes_did_not_join,
-    trainer_strategy,
     waiting_message,
 )
-from silhouette_lightning.models.biggan import load_generator
-from silhouette_lightning.models.segmenters import load_ensemble
+from silhouette_lightning.models.biggan import generator_origin, load_generator
+from silhouette_lightning.models.segmenters import load_ensemble, parse_ensemble_spec
+from silhouette_lightning.models.weights import ensure_weights, needed_files
 from silhouette_lightning.module import SilhouetteSwap
+from silhouette_lightning.run_lock import first_process, run_folder_lock
 from silhouette_lightning.sources import IMAGE_SUFFIXES, discover_sources
 from silhouette_lightning.tb_images import ImagePanels
+from silhouette_lightning.tb_steps import ContinuedTensorBoardLogger, ReserveSteps
 from silhouette_lightning.writer import ResultWriter
 
 # Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
@@ -51,8 +54,8 @@ def class_chooser(config: SwapConfig):
     """
     items = config.classes
     explicit = None
-    if items:
-        explicit = resolve_imagenet_classes(parse_class_list(items) if isinstance(items, str) else list(items))
+    if items is not None:  # validate refused an empty list: None alone means "the subject's defaults"
+        explicit = resolve_imagenet_classes(class_items(items))
     defaults = {resolve_voc_class(subject): resolve_imagenet_classes(names)
                 for subject, names in config.default_classes.items()}  # fmt: skip
 
@@ -72,8 +75,8 @@ def check_class_range(class_ids: list[int], num_classes: int) -> None:
         raise UsageError(f"class ids {too_big} are beyond this generator's {num_classes} classes; pass --classes")
 
 
-def prepare_run_dir(config: SwapConfig) -> Path:
-    """Create `OUT/NAME`, refuse to mix results of different settings, write the resolved config."""
+def check_run_dir(config: SwapConfig) -> None:
+    """Refuse to mix results of different settings: `OUT/NAME` must be new or hold a run of these settings."""
     run_dir = config.run_dir
     saved = run_dir / "config.yaml"
     if saved.exists():
@@ -88,6 +91,13 @@ def prepare_run_dir(config: SwapConfig) -> Path:
                 f"{run_dir} holds a run with other settings ({diffs}); pass --name to start a new run, "
                 "or the same settings to resume it"
             )
+
+
+def prepare_run_dir(config: SwapConfig) -> Path:
+    """Create `OUT/NAME`, refuse to mix results of different settings, write the resolved config."""
+    run_dir = config.run_dir
+    saved = run_dir / "config.yaml"
+    check_run_dir(config)
     try:
         resolved = {k: v for k, v in comparable(config.to_dict()).items() if k in ("data", "generator")}
         atomic_write_text(saved, yaml.safe_dump(config.to_dict() | resolved, sort_keys=False))
@@ -107,9 +117,18 @@ def nothing_swapped(skipped: list, results: Path) -> str:
     return f"nothing could be swapped: {which}; each reason is in {results}"
 
 
-def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None, callbacks=(), log=eprint, data=None,
-        **trainer_kwargs) -> Path:  # fmt: skip
+def run(config: SwapConfig, **kwargs) -> Path:
     """Run a whole subject-swap job as configured; returns the run folder (results.csv, swaps/, ...).
+
+    Keywords as `run_job`'s. Another run on the same folder at the same time is refused (run_lock.py).
+    """
+    with contextlib.ExitStack() as held:
+        return run_job(config, held, **kwargs)
+
+
+def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, ensemble=None, heldout_model=None,
+            callbacks=(), log=eprint, data=None, **trainer_kwargs) -> Path:  # fmt: skip
+    """The job of `run`; `held` keeps the run folder's lock until the caller's end.
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
     `data`: builds the data module instead of the sources of `--data` (the recovery benchmark generates its
@@ -118,7 +137,7 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
     """
     config = resolve_machine_defaults(config)  # "auto" precision and compile: this machine's choice
     cluster = check_lightning_settings(config)
-    strategy = trainer_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
+    strategy = build_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
     if data is None:
         if not config.data:
             raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
@@ -127,6 +146,15 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
             raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
                              "by subject (DIR/dog/*.png)")  # fmt: skip
     classes_for = class_chooser(config)
+    if first_process():  # before any weights load: a second run on the folder fails at once
+        held.enter_context(run_folder_lock(config.run_dir))
+    if config.pretrained or generator is None:  # every missing file named at once, before any is loaded
+        ensure_weights(needed_files(
+            generator=config.generator if generator is None else None,
+            segmenters=[n for n, _ in parse_ensemble_spec(config.segmenters)] if ensemble is None and config.pretrained
+            else [],
+            heldout=config.heldout if heldout_model is None and config.pretrained and config.heldout != "none" else None,
+        ))  # fmt: skip
     if generator is None:
         generator = load_generator(config.generator)
     check_class_range(classes_for.all_ids, generator.config.num_classes)
@@ -157,22 +185,23 @@ def run(config: SwapConfig, *, generator=None, ensemble=None, heldout_model=None
         datamodule = SwapData(
             sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
             seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
-            seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), log=log,
+            seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), fit=config.fit, log=log,
         )  # fmt: skip
     else:
         datamodule = data(generator=generator, ensemble=ensemble, run_dir=run_dir, classes_for=classes_for, log=log)
     data_dir = datamodule.data_dir
-    writer = ResultWriter(run_dir, None, generator_spec=config.generator, truncation=config.truncation,
+    writer = ResultWriter(run_dir, None, generator_spec=generator_origin(generator), truncation=config.truncation,
                           save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
-                          blend=config.blend, thresholds=config.thresholds,
+                          blend=config.blend, fit=config.fit, thresholds=config.thresholds,
                           heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip
     trainer = Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
         precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
-        logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels),
-                   *callbacks], **trainer_kwargs,
+        logger=ContinuedTensorBoardLogger(run_dir),
+        callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels,
+                                       fit=config.fit),
+                   ReserveSteps(), *callbacks], **trainer_kwargs,
     )  # fmt: skip
     if config.num_nodes > 1:
         log(waiting_message(config, cluster))

@@ -16,8 +16,12 @@ from torch import Tensor
 from silhouette_lightning.classes import VOC_CLASSES, resolve_voc_class
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_torch_save
+from silhouette_lightning.framing import to_square
 from silhouette_lightning.losses import ensemble_probs
 from silhouette_lightning.sources import Source, file_stamp, load_mask, load_rgb, output_name, same_file, shown
+
+# Padding of non-square photos: near the ImageNet mean, so the segmenters see "nothing there" (as sources.py's matte).
+_PAD_GRAY = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,16 @@ def target_path(cache_dir: Path, key: str) -> Path:
 
 
 @torch.no_grad()
-def segment_photo(ensemble, photo: Tensor, *, mode: str, subject: str | None) -> tuple[Tensor, str]:
+def segment_photo(ensemble, photo: Tensor, *, mode: str, subject: str | None, fit: str = "pad") -> tuple[Tensor, str]:
     """The ensemble's map of one photo `[3, H, W]` in [0, 1] -> (target map `[S, S]`, subject name).
 
-    With no subject given, the subject is the non-background VOC class covering the most pixels.
+    A non-square photo is made square by `fit` first (`framing.to_square`; padding is mid-gray, which the
+    segmenters read as background). With no subject given, the subject is the non-background VOC class
+    covering the most pixels.
     """
     device = next(ensemble.buffers()).device
-    logits = ensemble(photo.unsqueeze(0).to(device))  # [M, 1, C, S, S]
+    square = to_square(photo, fit, fill=_PAD_GRAY)  # [3, side, side]
+    logits = ensemble(square.unsqueeze(0).to(device))  # [M, 1, C, S, S]
     probs = ensemble_probs(logits, ensemble.weights, mode)[0]  # [C, S, S]
     if subject is None:
         counts = torch.bincount(probs.argmax(0).flatten(), minlength=probs.shape[0])
@@ -59,9 +66,11 @@ def segment_photo(ensemble, photo: Tensor, *, mode: str, subject: str | None) ->
     return probs[index].float().cpu(), VOC_CLASSES[index]
 
 
-def mask_target(mask: Tensor, size: int) -> Tensor:
-    """A binary mask `[H, W]` -> target map `[size, size]`, area-resized then thresholded back to {0, 1}."""
-    resized = F.interpolate(mask[None, None].float(), size=(size, size), mode="bilinear", antialias=True)
+def mask_target(mask: Tensor, size: int, *, fit: str = "pad") -> Tensor:
+    """A binary mask `[H, W]` -> target map `[size, size]`: made square by `fit` (padded with background),
+    area-resized, then thresholded back to {0, 1}."""
+    square = to_square(mask.float(), fit, fill=0.0)  # [side, side]
+    resized = F.interpolate(square[None, None], size=(size, size), mode="bilinear", antialias=True)
     return (resized[0, 0] > 0.5).float()
 
 
@@ -74,10 +83,13 @@ def prepare_targets(
     size: int,
     mode: str,
     max_pixels: int,
+    fit: str = "pad",
     data_dir: Path | None = None,
     log=print,
 ) -> list[PreparedSource]:
     """Segment every source once (or read its cached map) and report each as ok or skipped.
+
+    `cache_dir` must be particular to everything a map depends on but the source (`SwapData` keys it by `fit`).
 
     A bad file never stops the run: its reason is logged with its name and recorded as its status.
     """
@@ -97,11 +109,11 @@ def prepare_targets(
                 mask, was_thresholded = load_mask(source.path, max_pixels=max_pixels, data_dir=data_dir)
                 if was_thresholded:
                     thresholded.append(source.key)
-                target = mask_target(mask, size)
+                target = mask_target(mask, size, fit=fit)
                 subject = VOC_CLASSES[resolve_voc_class(source.subject)]
             else:
                 photo = load_rgb(source.path, max_pixels=max_pixels, data_dir=data_dir)
-                target, subject = segment_photo(ensemble, photo, mode=mode, subject=source.subject)
+                target, subject = segment_photo(ensemble, photo, mode=mode, subject=source.subject, fit=fit)
             if not (target > 0.5).any():
                 raise SourceError(f"no {subject} found: the target map is empty")
         except SourceError as e:

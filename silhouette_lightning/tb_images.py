@@ -15,8 +15,10 @@ from silhouette_lightning.writer import source_picture
 class ImagePanels(Callback):
     """Every `every` steps, one panel per (source, class) of the first `groups` in rank zero's rows."""
 
-    def __init__(self, every: int, *, data_dir: Path | None, max_pixels: int, groups: int = 4, size: int = 128):
+    def __init__(self, every: int, *, data_dir: Path | None, max_pixels: int, groups: int = 4, size: int = 128,
+                 fit: str = "pad"):  # fmt: skip
         self.every, self.data_dir, self.max_pixels, self.groups, self.size = every, data_dir, max_pixels, groups, size
+        self.fit = fit
         self._photos: dict[str, torch.Tensor | None] = {}
 
     @rank_zero_only
@@ -47,10 +49,11 @@ class ImagePanels(Callback):
             target = pl_module.targets[row].float().cpu()
             photo = self._photo(trajectory.source_key, plan.masks)
             background = photo if photo is not None else target.expand(3, -1, -1)
-            composite = pictures.composite(background, images[i], maps[i])
+            composite = pictures.composite(background, images[i], maps[i], fit=self.fit)
             panel = pictures.tensorboard_panel(background, target, images[i], maps[i], composite, size=self.size)
             tag = f"swaps/{trajectory.source_key}/{trajectory.class_id}"
-            trainer.logger.experiment.add_image(tag, panel, trainer.global_step)
+            step = trainer.global_step + getattr(trainer.logger, "step_offset", 0)  # continued on resume
+            trainer.logger.experiment.add_image(tag, panel, step)
 
     def _photo(self, key: str, masks: bool):
         if key not in self._photos:

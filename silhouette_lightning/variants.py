@@ -14,7 +14,7 @@ from silhouette_lightning.errors import UsageError
 
 # What every variant of a benchmark shares, so that they run the same trajectories and can be compared: only the
 # base flags (or the base --config file) set these. A variant may repeat a shared setting with the same value.
-SHARED_SETTINGS = ("data", "masks", "subject", "classes", "seed", "restarts", "steps", "max_pixels")
+SHARED_SETTINGS = ("data", "masks", "subject", "classes", "seed", "restarts", "steps", "max_pixels", "thresholds")
 # Where each variant is written: set by the benchmark, never by a variant.
 PLACEMENT = ("out", "name")
 _KEY = r"[A-Za-z_][A-Za-z0-9_-]*"

@@ -14,15 +14,16 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from silhouette_lightning import pictures
-from silhouette_lightning.classes import VOC_CLASSES, imagenet_name
+from silhouette_lightning.classes import VOC_CLASSES
+from silhouette_lightning.contact_sheets import write_contact_sheets
 from silhouette_lightning.convergence import DEFAULT_THRESHOLDS, log_convergence, write_convergence
-from silhouette_lightning.errors import SourceError
+from silhouette_lightning.errors import OutputError, SourceError
 from silhouette_lightning.files import atomic_save_image
 from silhouette_lightning.heldout import heldout_iou
+from silhouette_lightning.plots import write_plots
+from silhouette_lightning.report import write_report
 from silhouette_lightning.results import (
     CLASS_COLUMNS,
     RESULT_COLUMNS,
@@ -58,13 +59,13 @@ class ResultWriter(Callback):
     """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
 
     def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
-                 data_dir: Path | None, max_pixels: int, blend: str = "soft",
+                 data_dir: Path | None, max_pixels: int, blend: str = "soft", fit: str = "pad",
                  thresholds: list[float] = DEFAULT_THRESHOLDS, heldout=None, heldout_name: str | None = None) -> None:  # fmt: skip
         """`heldout`: the held-out segmenter (heldout.py) that scores each best image, named `heldout_name`."""
         self.run_dir, self.plan = Path(run_dir), plan
         self.heldout, self.heldout_name = heldout, heldout_name
         self.generator_spec, self.truncation, self.save_images = generator_spec, truncation, save_images
-        self.data_dir, self.max_pixels, self.blend = data_dir, max_pixels, blend
+        self.data_dir, self.max_pixels, self.blend, self.fit = data_dir, max_pixels, blend, fit
         self.thresholds = list(thresholds)
         self.records: dict = {}
         self.histories: dict = {}  # every finished trajectory without its latents: for convergence.csv
@@ -100,8 +101,13 @@ class ResultWriter(Callback):
         """Ctrl-C (or a crash): everything finished is already on disk; say so and how to go on."""
         if self.plan is None:
             return
-        self._drain()
-        self._write_tables()
+        try:  # keep what is finished; a second failure (the same full disk) must not hide the first
+            self._drain()
+            self._write_tables()
+        except OSError:
+            pass
+        if isinstance(exception, OutputError):
+            return  # the error's own line says which file and that finished results are kept
         done = len(self.complete)
         print(f"\nstopped: {done} (source, class) result(s) are saved in {self.run_dir / 'results.csv'}; run the same "
               "command again to resume where it stopped", file=sys.stderr, flush=True)  # fmt: skip
@@ -111,11 +117,15 @@ class ResultWriter(Callback):
         """The contact sheet and the convergence statistics of the whole run (resumed parts included)."""
         self._drain()
         self._write_tables()
-        if self.save_images != "none" and self.complete:
+        if self.save_images != "none" and (self.complete or self.plan.skipped):
             self._contact_sheet()
-        rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds)
+        heldout = {(r["source"], int(r["class_id"])): float(r["heldout_iou"])
+                   for r in self.complete.values() if r.get("heldout_iou")}  # fmt: skip
+        rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds, heldout)
         if rows and trainer.logger is not None:
             log_convergence(trainer.logger.experiment, rows)
+        write_plots(self.run_dir, rows)
+        write_report(self.run_dir, rows)
 
     def _keep_histories(self, records) -> None:
         """Keep what convergence statistics need of each record (its latents and frames are dropped)."""
@@ -262,7 +272,7 @@ class ResultWriter(Callback):
             atomic_save_image(pictures.to_pil(pictures.mask_overlay(images[0], target)), out / "overlay.png")
             photo = self._photo(best["source"])
             if photo is not None:
-                mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson")
+                mixed = pictures.composite(photo, images[0], masks[0], poisson=self.blend == "poisson", fit=self.fit)
                 atomic_save_image(pictures.to_pil(mixed), out / "composite.png")
             if self.save_images == "all":
                 captions = [f"step {s}" for s in best["frame_steps"]]
@@ -283,25 +293,6 @@ class ResultWriter(Callback):
         return source_picture(self.data_dir, source_key, masks=self.plan.masks, max_pixels=self.max_pixels)
 
     def _contact_sheet(self) -> None:
-        """Rows = sources (photo or mask, target), columns = classes (best image with its IoU)."""
-        ok_rows = [row for row in self.complete.values() if row.get("status") == "ok"]
-        sources = sorted({r["source"] for r in ok_rows}, key=self.plan.source_order)
-        classes = sorted({int(r["class_id"]) for r in ok_rows}, key=self.plan.class_order)
-        by_pair = {(r["source"], int(r["class_id"])): r for r in ok_rows}
-        headers, cells = [], []
-        for source in sources:
-            target = load_target(self.plan.targets_dir, source)
-            photo = self._photo(source)
-            headers.append((photo if photo is not None else target.expand(3, -1, -1), target))
-            row_cells = []
-            for class_id in classes:
-                row = by_pair.get((source, class_id))
-                best = self.run_dir / row["output_dir"] / "best.png" if row else None
-                if best is None or not best.exists():
-                    row_cells.append(None)
-                    continue
-                image = pil_to_tensor(Image.open(best).convert("RGB")).float() / 255
-                row_cells.append((image, f"IoU {float(row['best_iou']):.2f}"))
-            cells.append(row_cells)
-        titles = [f"{c} {imagenet_name(c)}" for c in classes]
-        atomic_save_image(pictures.contact_sheet(headers, cells, titles), self.run_dir / "contact_sheet.png")
+        """Rows = sources (photo or mask, target; skipped ones with their reason), columns = classes."""
+        skipped = [{"source": s.key, "status": s.status} for s in self.plan.skipped]
+        write_contact_sheets(self.run_dir, [*self.complete.values(), *skipped], self.plan, self._photo)

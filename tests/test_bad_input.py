@@ -178,4 +178,4 @@ def test_api_photo_without_subject_raises_a_clear_error(tmp_path, tiny_generator
     ensemble = freeze(SegmenterEnsemble([BrightIsDog()], [1.0], 32))
     with pytest.raises(UsageError, match="nothing could be swapped.*no subject found"):
         swap(black, [1], restarts=1, steps=1, seg_size=32, accelerator="cpu", generator=tiny_generator,
-             ensemble=ensemble)  # fmt: skip
+             ensemble=ensemble, heldout="none")  # fmt: skip

@@ -125,6 +125,22 @@ def test_every_statistic_matches_a_plain_recomputation():
     assert 0 < overall[(None, "success_rate@0.75")] < overall[(None, "pair_success_rate@0.75")] < 1
 
 
+def test_heldout_mean_is_over_the_scopes_scored_pairs():
+    records = synthetic_records()
+    pairs = sorted({(r["source"], r["class_id"]) for r in records})
+    heldout = {pair: (i % 5) / 5 for i, pair in enumerate(pairs) if pair != ("dog/a.png", 7)}  # one pair unscored
+    got = {(r["class"], r["subject"], r["statistic"]): r["value"] for r in convergence_stats(records, THRESHOLDS, heldout)
+           if r["step"] is None}  # fmt: skip
+    for c, subject in [("all", "all"), ("7", "all"), ("all", "dog"), ("207", "cat"), ("7", "dog")]:
+        scored = [v for (source, class_id), v in heldout.items()
+                  if c in ("all", str(class_id)) and subject in ("all", source.split("/")[0])]  # fmt: skip
+        assert got[(c, subject, "heldout_iou_count")] == len(scored)
+        assert got[(c, subject, "heldout_iou_mean")] == pytest.approx(sum(scored) / len(scored))
+    assert got[("7", "dog", "heldout_iou_count")] == 1  # dog/b.png only
+    unscored = convergence_stats(records, THRESHOLDS)
+    assert not any(r["statistic"].startswith("heldout") for r in unscored)
+
+
 def test_best_so_far_ends_at_the_records_best_iou():
     """The final best-so-far IoU is what the module reported as the trajectory's best (stopped rows: their
     best before stopping)."""
@@ -166,11 +182,12 @@ def test_tensorboard_gets_the_curves_of_each_class():
 
 def test_run_writes_convergence_and_resume_keeps_histories(cli_args, tmp_path, monkeypatch):
     """A tiny run, interrupted after its first chunk and resumed, writes convergence.csv/json over all its
-    trajectories: the first part's histories come back from its records."""
+    trajectories (the first part's histories come back from its records), TensorBoard curves, plots and
+    report.html."""
     from silhouette_lightning import writer
     from silhouette_lightning.cli import main
 
-    args = cli_args("--save-images", "none", "--classes", "1", "--thresholds", "0.3,0.6", name="resumed")
+    args = cli_args("--save-images", "best", "--classes", "1", "--thresholds", "0.3,0.6", name="resumed")
     run_dir = tmp_path / "out" / "resumed"
     original = writer.ResultWriter.on_train_batch_end
 
@@ -210,6 +227,19 @@ def test_run_writes_convergence_and_resume_keeps_histories(cli_args, tmp_path, m
     assert {(s["class"], s["subject"]) for s in document["scopes"]} == {(c, s) for c, s, _, _ in stats}
     assert list(read_csv(run_dir / "convergence.csv")[0]) == ["class", "class_name", "subject", "step",
                                                               "statistic", "value"]  # fmt: skip
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_report import check_report
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    curve = {e.step: e.value for e in events.Scalars("convergence/1_goldfish/best_iou_mean")}
+    assert curve == pytest.approx({s: stats[("1", "all", s, "best_iou_mean")] for s in range(4)}, abs=1e-6)
+    assert "convergence/subject_dog/pair_success_rate@0.3" in events.Tags()["scalars"]
+    for name in ("convergence_curves.png", "success_rates.png", "class_subject_iou.png"):
+        assert (run_dir / "plots" / name).stat().st_size > 10_000
+    page = check_report(run_dir)
+    assert len(page.sources) == 4  # three plots and the contact sheet
+    assert sum(h.startswith("swaps/") for h in page.links) == 3
 
 
 @pytest.mark.parametrize("value", ["0,0.5", "1.5", ","])

@@ -1,4 +1,4 @@
-"""Many devices, one answer: 2 CPU processes (DDP over gloo) give the results of one process."""
+"""Many devices, one answer: 2 and 3 CPU processes (DDP over gloo) give the results of one process."""
 
 import os
 import subprocess
@@ -13,40 +13,58 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _train(args: list[str], torch_home: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"}
+    # One intra-op thread in every run: Lightning gives each DDP process cores / processes threads, and a CPU
+    # kernel's parallel reductions round differently with another thread count (1e-8 in z, not what is tested)
+    env = os.environ | {"TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, capture_output=True, text=True,
                           timeout=600, cwd=ROOT)  # fmt: skip
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path):
-    # 3 sources x 2 classes ("goldfish" is class 1 again) x 2 restarts = 12 trajectories: chunks of 2 x 4
-    # leave a padded last chunk
+@pytest.mark.parametrize("world", [2, 3])
+def test_many_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path, world):
+    """Bit for bit: each row's gradient comes from one rank and is summed, never scaled and divided (with 3
+    processes, `x * 3 / 3` differs from x by a rounding that Adam amplifies to 1e-2 in z within a few steps)."""
+    # 3 sources x 2 classes ("goldfish" is class 1 again) x 2 restarts = 12 trajectories: with 2 processes,
+    # chunks of 2 x 4 leave a padded last chunk; with 3, one chunk of 3 x 4
     one = _train(cli_args("--save-images", "best", "--devices", "1", name="one"), torch_home)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _train(cli_args("--save-images", "best", "--devices", "2", "--strategy", "ddp", name="two"), torch_home)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "Starting with 2 processes" in two.stdout + two.stderr, "the run did not use two processes"
+    many = _train(cli_args("--save-images", "best", "--devices", str(world), "--strategy", "ddp", name="many"),
+                  torch_home)  # fmt: skip
+    assert many.returncode == 0, many.stderr[-3000:]
+    assert f"Starting with {world} processes" in many.stdout + many.stderr, f"the run did not use {world} processes"
 
     rows_one = read_csv(tmp_path / "out" / "one" / "results.csv")
-    rows_two = read_csv(tmp_path / "out" / "two" / "results.csv")
-    assert len(rows_two) == 6 and len({(r["source"], r["class_id"]) for r in rows_two}) == 6  # none lost or repeated
-    for a, b in zip(rows_one, rows_two, strict=True):
-        assert (a["source"], a["class_id"], a["best_restart"], a["best_step"]) == (
-            b["source"], b["class_id"], b["best_restart"], b["best_step"])  # fmt: skip
-        assert float(a["best_iou"]) == pytest.approx(float(b["best_iou"]), abs=1e-5)
-        assert float(a["best_loss"]) == pytest.approx(float(b["best_loss"]), rel=1e-4)
-        za = torch.load(tmp_path / "out" / "one" / a["output_dir"] / "latent.pt", weights_only=True)["z"]
-        zb = torch.load(tmp_path / "out" / "two" / b["output_dir"] / "latent.pt", weights_only=True)["z"]
-        assert torch.allclose(za, zb, atol=1e-5)
-    # every trajectory recorded exactly once
+    rows_many = read_csv(tmp_path / "out" / "many" / "results.csv")
+    assert len(rows_many) == 6 and len({(r["source"], r["class_id"]) for r in rows_many}) == 6  # none lost or repeated
+    for a, b in zip(rows_one, rows_many, strict=True):
+        assert (a["source"], a["class_id"], a["best_restart"], a["best_step"], a["best_iou"]) == (
+            b["source"], b["class_id"], b["best_restart"], b["best_step"], b["best_iou"])  # fmt: skip
+        assert float(a["best_loss"]) == pytest.approx(float(b["best_loss"]), rel=1e-6)
+    # every trajectory recorded exactly once, with the latent of the one-process run
     from silhouette_lightning.results import records_dir
 
-    records = [
-        r for p in records_dir(tmp_path / "out" / "two").glob("part-*.pt") for r in torch.load(p, weights_only=True)
-    ]
-    identities = [(r["source"], r["class_id"], r["restart"]) for r in records]
+    def records(name):
+        parts = records_dir(tmp_path / "out" / name).glob("part-*.pt")
+        return [r for p in parts for r in torch.load(p, weights_only=True)]
+
+    by_identity = {(r["source"], r["class_id"], r["restart"]): r for r in records("one")}
+    identities = [(r["source"], r["class_id"], r["restart"]) for r in records("many")]
     assert len(identities) == len(set(identities)) == 12
+    for r in records("many"):
+        alone = by_identity[(r["source"], r["class_id"], r["restart"])]
+        assert r["best_iou"] == alone["best_iou"] and r["best_step"] == alone["best_step"]
+        assert torch.equal(r["best_z"], alone["best_z"]), (r["best_z"] - alone["best_z"]).abs().max()
+        assert torch.equal(r["frames"], alone["frames"]), (r["frames"] - alone["frames"]).abs().max()
+    # the same convergence statistics (wall-clock seconds aside), from histories gathered over both ranks
+    from silhouette_lightning.convergence import read_convergence
+
+    def timeless(run):
+        return {(r["class"], r["subject"], r["step"], r["statistic"]): r["value"]
+                for r in read_convergence(tmp_path / "out" / run) if not r["statistic"].startswith("seconds")}  # fmt: skip
+
+    assert timeless("many") == pytest.approx(timeless("one"), abs=1e-5)
+    assert (tmp_path / "out" / "many" / "report.html").exists()
 
 
 @pytest.mark.slow

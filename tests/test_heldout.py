@@ -1,6 +1,7 @@
 """The held-out IoU: each result's best image scored by a segmenter outside the ensemble, checked against an
 independent computation with torchvision's own model."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import read_csv
@@ -37,7 +38,7 @@ def test_heldout_iou_equals_an_independent_computation(cli_args, tmp_path, heldo
     heldout = [float(r["heldout_iou"]) for r in rows]
     for row, score in zip(rows, heldout, strict=True):
         latent_file = run / row["output_dir"] / "latent.pt"
-        expected = independent_heldout_iou(heldout_checkpoint, latent_file, target_path(run / "targets", row["source"]),
+        expected = independent_heldout_iou(heldout_checkpoint, latent_file, target_path(run / "targets" / "pad", row["source"]),
                                            size=64)  # fmt: skip
         assert abs(score - expected) <= 1e-6, (row["source"], row["class_id"], score, expected)
         latent = torch.load(latent_file, weights_only=True)
@@ -50,6 +51,14 @@ def test_heldout_iou_equals_an_independent_computation(cli_args, tmp_path, heldo
     for class_id, row in classes.items():
         mine = [h for r, h in zip(rows, heldout, strict=True) if r["class_id"] == class_id]
         assert abs(float(row["mean_heldout_iou"]) - sum(mine) / len(mine)) <= 5e-5
+
+    convergence = {(r["class"], r["subject"], r["statistic"]): float(r["value"])
+                   for r in read_csv(run / "convergence.csv") if r["step"] == ""}  # fmt: skip
+    for class_id in classes:
+        mine = [h for r, h in zip(rows, heldout, strict=True) if r["class_id"] == class_id]
+        assert convergence[(class_id, "all", "heldout_iou_count")] == len(mine)
+        assert convergence[(class_id, "all", "heldout_iou_mean")] == pytest.approx(sum(mine) / len(mine), abs=1e-5)
+    assert convergence[("all", "all", "heldout_iou_mean")] == pytest.approx(sum(heldout) / len(heldout), abs=1e-5)
 
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     assert {"results/iou_heldout", "results/iou_optimized"} <= set(events.Tags()["scalars"])

@@ -231,11 +231,25 @@ def test_tensorboard_panel_shape_and_order() -> None:
         torch.zeros(16, 16),
         torch.ones(3, 40, 40),
         size=size,
+        captions=None,
     )
     assert panel.shape == (3, size, 5 * size) and panel.dtype == torch.float32
     assert panel.min() >= 0 and panel.max() <= 1
     middle = panel[:, size // 2, size // 2 :: size]  # [3, 5]: the centre pixel of each part
     assert torch.allclose(middle[0], torch.tensor([0.0, 1.0, 0.5, 0.0, 1.0]))
+
+
+def test_tensorboard_panel_captions_each_part() -> None:
+    parts = (torch.zeros(3, 40, 40), torch.ones(20, 30), torch.full((3, 16, 16), 0.5), torch.zeros(16, 16),
+             torch.ones(3, 40, 40))  # fmt: skip
+    plain = tensorboard_panel(*parts, size=64, captions=None)
+    captioned = tensorboard_panel(*parts, size=64)
+    assert captioned.shape == (3, CAPTION_HEIGHT + 64, 5 * 64)
+    assert torch.equal(captioned[:, CAPTION_HEIGHT:], plain)
+    bar = captioned[:, :CAPTION_HEIGHT]  # dark bars with light text over every part
+    for i in range(5):
+        part = bar[:, :, i * 64 : (i + 1) * 64]
+        assert part.min() < 0.2 and part.max() > 0.8, i
 
 
 # ------------------------------------------------------------------------------------------ samples

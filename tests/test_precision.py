@@ -47,7 +47,7 @@ class Trouble(nn.Module):
         return torch.where(one_hot[:, 4].view(-1, 1, 1, 1) > 0, torch.full_like(out, float("nan")), out)
 
 
-@pytest.mark.parametrize("precision", sorted(set(PRECISIONS.values())))
+@pytest.mark.parametrize("precision", sorted(set(PRECISIONS.values()) - {"auto"}))  # auto resolves to one of them
 def test_one_rows_trouble_never_changes_another_row(tiny_generator, ensemble, precision):
     """Rows 0 and 3 give the same result whether rows 1 and 2 are healthy or diverge (a huge gradient, NaN):
     invariant 1 under each allowed precision. A 16-bit gradient scaler would skip every row's step instead."""

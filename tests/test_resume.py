@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import pytest
 import torch
 from conftest import draw_mask, read_csv
 
@@ -68,3 +69,112 @@ def test_same_folder_and_classes_written_differently_resume(cli_args, mask_folde
         assert sorted(map(str, read_csv(tmp_path / "out" / "run" / "results.csv"))) == sorted(map(str, table))
     assert main([*args("masks/dog", "1,3"), "--subject", "dog"]) == 2, "another data folder is another run"
     assert "other settings" in capsys.readouterr().err
+
+
+def test_rerun_of_a_finished_run_says_so_without_lightning_warnings(cli_args, capsys):
+    assert main(_args(cli_args)) == 0
+    capsys.readouterr()
+    assert main(_args(cli_args)) == 0
+    err = capsys.readouterr().err
+    assert "all 3 (source, class) pairs already done" in err
+    for noise in ("No training batches", "zero", "Warning", "warn"):
+        assert noise not in err, noise
+
+
+def test_resumed_run_counts_pairs_and_continues_tensorboard_steps(cli_args, tmp_path, monkeypatch, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from silhouette_lightning import writer
+
+    original = writer.ResultWriter.on_train_batch_end
+
+    def interrupt_after_first_chunk(self, trainer, pl_module, *args):
+        done = pl_module.finished_chunk is not None
+        original(self, trainer, pl_module, *args)
+        if done:
+            raise KeyboardInterrupt
+
+    args = _args(cli_args, "--save-images", "none")
+    args[args.index("--batch-size") + 1] = "2"  # 3 chunks of one (source, class) pair each
+    monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", interrupt_after_first_chunk)
+    with pytest.raises(SystemExit):
+        main(args)
+    monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", original)
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 of 3 (source, class) pairs already done, 2 to go" in err, err
+
+    files = sorted((tmp_path / "out" / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    steps = []
+    for path in files:
+        events = EventAccumulator(str(path)).Reload()
+        if "train/loss" in events.Tags()["scalars"]:
+            steps.append([e.step for e in events.Scalars("train/loss")])
+    killed, resumed = steps
+    assert killed and max(killed) < 4, "the killed run got through one chunk: 3 steps + 1 scoring step"
+    assert resumed == list(range(4, 12)), "the resumed run's steps go on from the killed run's"
+
+
+def test_second_run_on_a_folder_in_use_fails_at_once_and_names_the_first(cli_args, tmp_path, monkeypatch, capsys):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from silhouette_lightning import run as run_module
+
+    run_dir = tmp_path / "out" / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from silhouette_lightning.run_lock import run_folder_lock\n"
+         f"with run_folder_lock({str(run_dir)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+
+        def no_load(*args, **kwargs):
+            raise AssertionError("weights were loaded for a run that cannot start")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(run_module, "load_generator", no_load)
+            assert main(_args(cli_args)) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid} on {socket.gethostname()}" in err and "--name" in err and "Traceback" not in err
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed holder's lock file stays, and must not block
+        holder.wait()
+    assert (run_dir / ".lock").exists()
+    assert main(_args(cli_args, "--save-images", "none")) == 0
+
+
+def test_full_disk_says_which_file_keeps_results_and_resumes(cli_args, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from silhouette_lightning import files
+
+    args = _args(cli_args, "--save-images", "none")
+    args[args.index("--batch-size") + 1] = "2"  # 3 chunks of one (source, class) pair each
+    original, written = files._write_synced, []
+
+    def disk_full_at_second_records_file(fd, data, path):
+        if path.name.startswith("part-"):
+            written.append(path)
+            if len(written) == 2:
+                os.close(fd)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(fd, data, path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(files, "_write_synced", disk_full_at_second_records_file)
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "stopped:" not in err
+    [line] = [line for line in err.splitlines() if "No space left on device" in line]
+    assert str(written[1]) in line and "finished results are kept" in line and "same command" in line
+    assert [r["status"] for r in read_csv(tmp_path / "out" / "run" / "results.csv")] == ["ok"]
+
+    assert main(args) == 0
+    assert "1 of 3 (source, class) pairs already done, 2 to go" in capsys.readouterr().err
+    assert [r["status"] for r in read_csv(tmp_path / "out" / "run" / "results.csv")] == ["ok"] * 3

@@ -155,7 +155,18 @@ def load_generator(
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:  # shape mismatches
         raise WeightsError(f"{weights_path} does not fit {config_path}: {exc}; {fix}") from exc
-    return bake_spectral_norm(freeze(model))
+    model = bake_spectral_norm(freeze(model))
+    model.origin = str(spec) if in_cache else str(folder.resolve())  # what latents record (`generator_origin`)
+    return model
+
+
+UNKNOWN_ORIGIN = "unknown"
+
+
+def generator_origin(model) -> str:
+    """What reloads `model`: the published name or the resolved folder `load_generator` read it from, else
+    `UNKNOWN_ORIGIN` (a model built in memory: nothing on disk stands for it)."""
+    return getattr(model, "origin", None) or UNKNOWN_ORIGIN
 
 
 def save_generator(model: BigGAN, folder: str | os.PathLike) -> Path:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from silhouette_lightning.framing import from_square
 from silhouette_lightning.pictures.tensors import _as_image, _as_mask, resize_image
 
 
@@ -46,12 +47,20 @@ def _soft_mask(binary: Tensor, feather: float) -> Tensor:
 
 
 def composite(
-    source: Tensor, generated: Tensor, mask: Tensor, *, feather: float = 2.0, poisson: bool = False
+    source: Tensor,
+    generated: Tensor,
+    mask: Tensor,
+    *,
+    feather: float = 2.0,
+    poisson: bool = False,
+    fit: str = "stretch",
 ) -> Tensor:
     """Place the generated subject into the source photo; returns [3, H, W] at the source's size.
 
     source [3, H, W], generated [3, h, w] and its subject mask [h, w], all in [0, 1]. The generated
-    image and the mask are resized to (H, W) (bilinear) and the mask is binarized at 0.5 (`b`). Then
+    image and the mask are placed back onto the photo's pixels as `fit` took the square from them
+    (`framing.from_square`: the padded square cut back to the photo, the cropped square put back at its place,
+    or the whole square resized to (H, W) for "stretch"), and the mask is binarized at 0.5 (`b`). Then
 
         out = m * gen + (1 - m) * src,  m = clamp(GaussianBlur_sigma=feather(b), 0, 1)
         with m = 1 where erode_r(b) = 1 and m = 0 where dilate_r(b) = 0,  r = ceil(3 * feather),
@@ -67,8 +76,8 @@ def composite(
     """
     src = _as_image(source, "source")
     height, width = src.shape[-2:]
-    gen = resize_image(_as_image(generated, "generated"), (height, width))  # [3, H, W]
-    binary = (resize_image(_as_mask(mask), (height, width)) > 0.5).float()  # [H, W]
+    gen = from_square(_as_image(generated, "generated"), height, width, fit)  # [3, H, W]
+    binary = (from_square(_as_mask(mask), height, width, fit) > 0.5).float()  # [H, W]; 0 outside a crop
     if feather < 0:
         raise ValueError(f"feather must be >= 0, got {feather}")
     if poisson:

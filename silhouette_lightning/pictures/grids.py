@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -79,20 +80,24 @@ def strip(
 
 
 def contact_sheet(
-    row_headers: Sequence[tuple[Tensor, Tensor]],
-    cells: Sequence[Sequence[tuple[Tensor, str] | None]],
+    row_headers: Sequence[tuple[Tensor, Tensor] | None],
+    cells: Sequence[Sequence[tuple[Tensor, str] | str | None]],
     column_titles: Sequence[str],
     *,
     cell_size: int = 128,
     row_titles: Sequence[str] | None = None,
+    row_notes: Sequence[str | None] | None = None,
 ) -> Image.Image:
     """One picture of a whole run: rows are sources, columns are classes.
 
     Each row starts with its source photo [3, H, W] and target mask [H, W] (`row_headers[r]`), then one
     cell per class: `cells[r][c]` = (best image [3, h, w], text), the text written on the image
-    (e.g. "IoU 0.83"), or None for an empty gray cell (e.g. a skipped source). Images are letterboxed
+    (e.g. "IoU 0.83"), a text alone on an empty gray cell (e.g. "failed"), or None for an empty gray cell.
+    A row header of None (e.g. a skipped source) gives gray source and target cells. Images are letterboxed
     (aspect kept) into cell_size x cell_size squares. A title bar on top names the columns "source",
-    "target", *column_titles; `row_titles[r]` (e.g. the file name) is written on the source photo.
+    "target", *column_titles; `row_titles[r]` (e.g. the file name) is written on the source photo, and
+    `row_notes[r]` (e.g. why a source was skipped), when not None, on a bar across the row's class cells (and
+    its target cell when its header is None).
 
     Size (width, height) with C = len(column_titles) + 2 and R = len(row_headers):
 
@@ -105,6 +110,8 @@ def contact_sheet(
         raise ValueError(f"contact_sheet got {len(row_headers)} row headers but {len(cells)} rows of cells")
     if row_titles is not None and len(row_titles) != len(row_headers):
         raise ValueError(f"contact_sheet got {len(row_headers)} rows but {len(row_titles)} row titles")
+    if row_notes is not None and len(row_notes) != len(row_headers):
+        raise ValueError(f"contact_sheet got {len(row_headers)} rows but {len(row_notes)} row notes")
     for r, row in enumerate(cells):
         if len(row) != len(column_titles):
             raise ValueError(f"contact_sheet row {r} has {len(row)} cells for {len(column_titles)} columns")
@@ -118,21 +125,34 @@ def contact_sheet(
     _draw_caption(out, (0, 0, out.width, CAPTION_HEIGHT), "")
     for c, title in enumerate(["source", "target", *column_titles]):
         _draw_caption(out, (x_of(c), 0, x_of(c) + cell_size, CAPTION_HEIGHT), title, bar=False)
-    for r, ((photo, target), row) in enumerate(zip(row_headers, cells, strict=True)):
+    empty = _canvas(cell_size, cell_size, _EMPTY)
+    for r, (header, row) in enumerate(zip(row_headers, cells, strict=True)):
         y = CAPTION_HEIGHT + GAP + r * (cell_size + GAP)
-        photo_tile = to_pil(_fit(_as_image(photo, f"row_headers[{r}] photo"), square))
+        if header is None:
+            photo_tile, target_tile = empty, empty
+        else:
+            photo, target = header
+            photo_tile = to_pil(_fit(_as_image(photo, f"row_headers[{r}] photo"), square))
+            target_tile = to_pil(_fit(_mask_rgb(_as_mask(target, f"row_headers[{r}] target")), square))
         if row_titles is not None:
             photo_tile = label(photo_tile, row_titles[r], position="inside")
         out.paste(photo_tile, (x_of(0), y))
-        out.paste(to_pil(_fit(_mask_rgb(_as_mask(target, f"row_headers[{r}] target")), square)), (x_of(1), y))
+        out.paste(target_tile, (x_of(1), y))
         for c, cell in enumerate(row):
-            if cell is None:
-                out.paste(_canvas(cell_size, cell_size, _EMPTY), (x_of(c + 2), y))
+            if cell is None or isinstance(cell, str):
+                out.paste(label(empty, cell, position="inside") if cell else empty, (x_of(c + 2), y))
                 continue
             image, text = cell
             tile = to_pil(_fit(_as_image(image, f"cells[{r}][{c}]"), square))
             out.paste(label(tile, text, position="inside") if text else tile, (x_of(c + 2), y))
+        if row_notes is not None and row_notes[r]:
+            middle = y + (cell_size - CAPTION_HEIGHT) // 2
+            left = x_of(1) if header is None else x_of(2)  # a skipped source's empty target cell takes text too
+            _draw_caption(out, (left, middle, x_of(cols - 1) + cell_size, middle + CAPTION_HEIGHT), row_notes[r])
     return out
+
+
+PANEL_CAPTIONS = ("source", "target", "image", "map", "composite")
 
 
 def tensorboard_panel(
@@ -143,8 +163,10 @@ def tensorboard_panel(
     composite: Tensor,
     *,
     size: int = 128,
+    captions: Sequence[str] | None = PANEL_CAPTIONS,
 ) -> Tensor:
-    """[source | target | current best | its mask | composite] as one [3, size, 5 * size] float image.
+    """[source | target | current best | its mask | composite] as one float image in [0, 1]: [3, size, 5 * size],
+    with a caption bar naming each part on top ([3, CAPTION_HEIGHT + size, 5 * size]) unless `captions` is None.
 
     Each part is letterboxed (aspect kept, gray padding) into a size x size square; masks are shown in
     gray. Feed it to `SummaryWriter.add_image(tag, panel, step)` (CHW, [0, 1]).
@@ -157,4 +179,13 @@ def tensorboard_panel(
         _fit(_mask_rgb(_as_mask(best_mask, "best_mask")), square),
         _fit(_as_image(composite, "composite"), square),
     ]
-    return torch.cat(parts, dim=2).clamp(0, 1)  # [3, size, 5 * size]
+    panel = torch.cat(parts, dim=2).clamp(0, 1)  # [3, size, 5 * size]
+    if captions is None:
+        return panel
+    if len(captions) != len(parts):
+        raise ValueError(f"tensorboard_panel needs {len(parts)} captions, got {len(captions)}")
+    bar = _canvas(panel.shape[2], CAPTION_HEIGHT)
+    for i, text in enumerate(captions):
+        _draw_caption(bar, (i * size, 0, (i + 1) * size, CAPTION_HEIGHT), text)
+    bar_tensor = torch.from_numpy(np.asarray(bar)).permute(2, 0, 1).float() / 255  # [3, CAPTION_HEIGHT, 5 * size]
+    return torch.cat([bar_tensor, panel], dim=1)  # [3, CAPTION_HEIGHT + size, 5 * size]
