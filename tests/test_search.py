@@ -78,7 +78,7 @@ def test_pack_groups_never_splits_a_group():
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--starts", "1"], "--starts"), (["--class-lr", "-1"], "--class-lr"), (["--prior-weight", "nan"], "--prior-weight"),
+    [(["--starts", "1"], "--starts"), (["--class-lr", "-1"], "--class-lr"), (["--prior-weight", "-0.5"], "--prior-weight"),
      (["--stop-iou", "1.5"], "--stop-iou"), (["--patience", "0"], "--patience"), (["--prune-after", "3"], "--prune-after")],
 )  # fmt: skip
 def test_search_settings_out_of_range_exit_2(cli_args, flags, message, capsys):
