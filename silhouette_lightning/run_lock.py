@@ -30,6 +30,7 @@ def first_process() -> bool:
 def run_folder_lock(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir/.lock` for the duration; another run holding it is a UsageError that names it."""
     path = Path(run_dir) / ".lock"
+    created = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -49,4 +50,8 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
         yield
     finally:
+        if created and [p.name for p in path.parent.iterdir()] == [".lock"]:  # the run wrote nothing: leave no trace
+            with contextlib.suppress(OSError):
+                path.unlink()
+                path.parent.rmdir()
         os.close(fd)  # releases the lock
