@@ -37,7 +37,7 @@ def needed_files(*, generator: str | None, segmenters: list[str], heldout: str |
     if heldout is not None and heldout not in segmenters:
         path, url = segmenter_weights_path(heldout)
         match = _HASH_IN_NAME.search(path.name)
-        files.append(WeightsFile(f"held-out segmenter {heldout} (or pass --heldout none)", url, path,
+        files.append(WeightsFile(f"held-out segmenter (--heldout {heldout}, or pass --heldout none)", url, path,
                                  match.group(1) if match else None))  # fmt: skip
     return files
 
