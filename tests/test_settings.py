@@ -89,7 +89,8 @@ def test_several_nodes_say_what_they_wait_for_and_time_out(cli_args, tmp_path):
      ("default_classes: [1, 2]", "default_classes must be a mapping of text to a list"),
      ('lr: "0.1"', "lr must be a finite number, got '0.1' (text); write numbers without quotes"),
      ("lr: .inf", "lr must be a finite number, got inf"),
-     ("compile: maybe", "compile must be one of auto, none, ensemble, all")],
+     ("compile: maybe", "compile must be one of auto, none, ensemble, all"),
+     ("pretrained: maybe", "pretrained must be true or false")],
 )  # fmt: skip
 def test_config_file_values_of_the_wrong_type(cli_args, tmp_path, line, expected, capsys):
     config = tmp_path / "settings.yaml"
@@ -190,4 +191,4 @@ def test_every_missing_pretrained_file_is_named_in_one_message(cli_args, tmp_pat
     ]
     for path in wanted:
         assert str(path) in err and not path.exists(), path
-    assert not (tmp_path / "out" / "run").exists()
+    assert not (tmp_path / "out" / "run" / "config.yaml").exists()  # (the folder's lock may be there)
