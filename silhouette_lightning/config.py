@@ -302,6 +302,9 @@ def search_problems(c: SwapConfig) -> list[str]:
         _whole(c.prune_after) and c.prune_after >= 1 and (not _whole(c.steps) or c.prune_after < c.steps)
     ):
         problems.append(f"--prune-after must be a whole number in [1, --steps), got {c.prune_after!r}")
+    elif c.prune_after is not None and _whole(c.batch_size) and _whole(c.restarts) and c.batch_size < c.restarts:
+        problems.append(f"--prune-after compares a source and class's restarts within one batch: it needs "
+                        f"--batch-size >= --restarts ({c.restarts}), got {c.batch_size}")  # fmt: skip
     return problems
 
 

@@ -244,11 +244,12 @@ def test_pruning_stops_the_worse_half_and_keeps_the_rest_exact(search_run):
     assert read_csv(other / "results.csv") == read_csv(run_dir / "results.csv")
 
 
-def test_pruning_needs_a_batch_that_holds_a_group(cli_args, capsys):
+def test_pruning_needs_a_batch_that_holds_a_group(cli_args, capsys, tmp_path):
     args = cli_args("--prune-after", "1")
     args[args.index("--batch-size") + 1] = "1"
     assert main(args) == 2
     assert "--batch-size >= --restarts" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "run").exists()  # refused before the run folder is written
 
 
 def test_every_option_at_once_through_the_cli(cli_args, tmp_path):
