@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -151,6 +152,26 @@ def cli_args(tmp_path, generator_dir, torch_home, mask_folder):
         ]  # fmt: skip
 
     return args
+
+
+@contextlib.contextmanager
+def interrupted_after_first_chunk(monkeypatch):
+    """Within the block, a run stops as on Ctrl-C (KeyboardInterrupt) right after its first chunk is written."""
+    from silhouette_lightning import writer
+
+    original = writer.ResultWriter.on_train_batch_end
+
+    def interrupt(self, trainer, pl_module, *rest):
+        done = pl_module.finished_chunk is not None
+        original(self, trainer, pl_module, *rest)
+        if done:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", interrupt)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", original)
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import read_csv
+from conftest import interrupted_after_first_chunk, read_csv
 
 from silhouette_lightning.convergence import by_scope, convergence_stats, log_convergence, read_convergence
 from silhouette_lightning.results import load_records
@@ -184,25 +184,14 @@ def test_run_writes_convergence_and_resume_keeps_histories(cli_args, tmp_path, m
     """A tiny run, interrupted after its first chunk and resumed, writes convergence.csv/json over all its
     trajectories (the first part's histories come back from its records), TensorBoard curves, plots and
     report.html."""
-    from silhouette_lightning import writer
     from silhouette_lightning.cli import main
 
     args = cli_args("--save-images", "best", "--classes", "1", "--thresholds", "0.3,0.6", name="resumed")
     run_dir = tmp_path / "out" / "resumed"
-    original = writer.ResultWriter.on_train_batch_end
-
-    def interrupt_after_first_chunk(self, trainer, pl_module, *rest):
-        done = pl_module.finished_chunk is not None
-        original(self, trainer, pl_module, *rest)
-        if done:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", interrupt_after_first_chunk)
-    with pytest.raises(SystemExit):
+    with interrupted_after_first_chunk(monkeypatch), pytest.raises(SystemExit):
         main(args)
     first_part = load_records(run_dir)
     assert len(first_part) == 4  # one chunk of --batch-size 4 out of 3 sources x 1 class x 2 restarts
-    monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", original)
     assert main(args) == 0
 
     records = load_records(run_dir)

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import draw_mask, read_csv
+from conftest import draw_mask, interrupted_after_first_chunk, read_csv
 
 from silhouette_lightning.cli import main
 from silhouette_lightning.results import records_dir
@@ -84,22 +84,10 @@ def test_rerun_of_a_finished_run_says_so_without_lightning_warnings(cli_args, ca
 def test_resumed_run_counts_pairs_and_continues_tensorboard_steps(cli_args, tmp_path, monkeypatch, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from silhouette_lightning import writer
-
-    original = writer.ResultWriter.on_train_batch_end
-
-    def interrupt_after_first_chunk(self, trainer, pl_module, *args):
-        done = pl_module.finished_chunk is not None
-        original(self, trainer, pl_module, *args)
-        if done:
-            raise KeyboardInterrupt
-
     args = _args(cli_args, "--save-images", "none")
     args[args.index("--batch-size") + 1] = "2"  # 3 chunks of one (source, class) pair each
-    monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", interrupt_after_first_chunk)
-    with pytest.raises(SystemExit):
+    with interrupted_after_first_chunk(monkeypatch), pytest.raises(SystemExit):
         main(args)
-    monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", original)
     capsys.readouterr()
     assert main(args) == 0
     err = capsys.readouterr().err
