@@ -1,9 +1,9 @@
 """Sources -> target maps -> trajectories -> batches: the run's LightningDataModule.
 
 `prepare_data` (one process) segments every source once into a cached target map and writes the plan:
-the trajectories still to run (finished ones are skipped on resume). Every rank then reads the same plan
-and iterates the same sequence of (chunk, step) items; item (c, 0) carries chunk c's trajectories and this
-rank's target maps, the later steps of a chunk carry only their step number.
+the trajectories still to run (finished ones are skipped on resume). Every rank then reads the same plan and
+iterates the same ticks (one latent step of the whole chunk each); the module takes pending trajectories
+from the same `PlanFeeder` queue into its rows as they free up (refill.py), so every rank agrees on them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from silhouette_lightning.classes import VOC_CLASSES
 from silhouette_lightning.files import atomic_torch_save
+from silhouette_lightning.refill import RowQueue, most_ticks, queue_units
 from silhouette_lightning.results import drop_records, group_dir, load_records
 from silhouette_lightning.sources import Source
 from silhouette_lightning.target_maps import (
@@ -30,42 +31,41 @@ from silhouette_lightning.target_maps import (
 from silhouette_lightning.trajectories import Trajectory, enumerate_trajectories, trajectory_seed
 
 
-class ChunkSteps(Dataset):
-    """Items `(chunk, step)` for `step` in 0..steps: the last step of a chunk scores without updating."""
+class Ticks(Dataset):
+    """Items `{"tick": n}`: one latent step of the whole chunk each. There are `most_ticks` of them, an upper
+    bound; the module stops the run when its last trajectory is done (refill.py)."""
 
-    def __init__(
-        self,
-        trajectories: list[Trajectory],
-        indices: list[int],
-        targets_dir: Path,
-        *,
-        chunk: int,
-        rank_rows: slice,
-        steps: int,
-        whole_groups: bool = False,
-        starts: int = 0,
-        run_seed: int = 0,
-    ) -> None:
-        self.trajectories, self.indices, self.targets_dir = trajectories, indices, Path(targets_dir)
-        self.chunk, self.rank_rows, self.steps = chunk, rank_rows, steps
-        self.candidates, self.run_seed = starts, run_seed  # best-of-N: candidate starts per group (0: off)
-        if whole_groups:  # restart pruning compares a group's restarts: never split a group across chunks
-            self.chunks = pack_groups([trajectories[i].group for i in indices], indices, chunk)
-        else:
-            self.chunks = [indices[c : c + chunk] for c in range(0, len(indices), chunk)]
-        self.num_chunks = len(self.chunks)
+    def __init__(self, ticks: int) -> None:
+        self.ticks = ticks
 
     def __len__(self) -> int:
-        return self.num_chunks * (self.steps + 1)
+        return self.ticks
 
     def __getitem__(self, i: int) -> dict:
-        chunk, step = divmod(i, self.steps + 1)
-        if step > 0:
-            return {"chunk": chunk, "step": step}
-        rows = self.chunks[chunk]
-        rows = rows + [-1] * (self.chunk - len(rows))  # padding rows: never scored, never written
-        trajs = [self.trajectories[r] if r >= 0 else None for r in rows]
-        groups: dict[tuple[str, int], int] = {}
+        return {"tick": i}
+
+
+class PlanFeeder:
+    """The pending trajectories of a plan, for the module's rows: `queue` (refill.RowQueue) says which start
+    next, `load` reads what they start from (seeds, classes, subjects, groups, this rank's target maps, and
+    with best-of-N every loaded group's candidate seeds and target)."""
+
+    def __init__(self, trajectories: list[Trajectory], pending: list[int], targets_dir: Path, *, rows: int,
+                 steps: int, whole_groups: bool = False, starts: int = 0, run_seed: int = 0) -> None:  # fmt: skip
+        self.trajectories, self.targets_dir = trajectories, Path(targets_dir)
+        self.candidates, self.run_seed = starts, run_seed  # best-of-N: candidate starts per group (0: off)
+        self.group_id: dict[tuple[str, int], int] = {}  # every group of the plan, numbered in plan order
+        for t in trajectories:
+            self.group_id.setdefault(t.group, len(self.group_id))
+        units = queue_units([trajectories[i].group for i in pending], pending, whole_groups=whole_groups)
+        self.queue = RowQueue(units, rows)
+        self.ticks = most_ticks(units, rows, steps) if pending else 0
+        first = load_target(self.targets_dir, trajectories[pending[0]].source_key) if pending else torch.zeros(1, 1)
+        self.target_size = tuple(first.shape)
+
+    def load(self, indices: list[int], own: list[bool]) -> dict:
+        """Starting data of trajectories `indices`; target maps only where `own` (this rank's rows)."""
+        trajs = [self.trajectories[i] for i in indices]
         loaded: dict[str, torch.Tensor] = {}  # a source's map serves all its classes and restarts: read it once
 
         def target(key: str) -> torch.Tensor:
@@ -73,22 +73,23 @@ class ChunkSteps(Dataset):
                 loaded[key] = load_target(self.targets_dir, key)
             return loaded[key]
 
-        first = target(next(t for t in trajs if t).source_key)
-        targets = [target(t.source_key) if t else torch.zeros_like(first) for t in trajs[self.rank_rows]]
+        mine = [target(t.source_key) for t, o in zip(trajs, own, strict=True) if o]
         item = {
-            "chunk": chunk,
-            "step": 0,
-            "index": torch.tensor(rows),
-            "seeds": torch.tensor([t.seed if t else 0 for t in trajs], dtype=torch.long),
-            "restart": torch.tensor([t.restart if t else -1 for t in trajs]),
-            "class_id": torch.tensor([t.class_id if t else 0 for t in trajs]),
-            "channel": torch.tensor([VOC_CLASSES.index(t.subject) if t else 0 for t in trajs]),
-            "group": torch.tensor([groups.setdefault(t.group, len(groups)) if t else -1 for t in trajs]),
-            "targets": torch.stack(targets),  # [B, S, S]
+            "index": torch.tensor(indices),
+            "seeds": torch.tensor([t.seed for t in trajs], dtype=torch.long),
+            "restart": torch.tensor([t.restart for t in trajs]),
+            "class_id": torch.tensor([t.class_id for t in trajs]),
+            "channel": torch.tensor([VOC_CLASSES.index(t.subject) for t in trajs]),
+            "group": torch.tensor([self.group_id[t.group] for t in trajs]),
+            "targets": torch.stack(mine) if mine else torch.zeros(0, *self.target_size),  # [own rows, S, S]
         }
-        if self.candidates:  # best-of-N: every group's candidate seeds and target (any rank may score any group)
-            first_of = {t.group: t for t in reversed(trajs) if t}
-            members = [first_of[g] for g in groups]  # in group id order
+        if self.candidates:  # best-of-N: every loaded group's candidate seeds and target (any rank may score one)
+            first_of: dict[tuple[str, int], Trajectory] = {}
+            for t in trajs:
+                first_of.setdefault(t.group, t)
+            members = list(first_of.values())  # the loaded groups, in order
+            position = {t.group: i for i, t in enumerate(members)}
+            item["load_group"] = torch.tensor([position[t.group] for t in trajs])  # [n]
             item["candidate_seeds"] = torch.tensor(
                 [[trajectory_seed(self.run_seed, t.source_key, t.class_id, n) for n in range(self.candidates)]
                  for t in members], dtype=torch.long)  # fmt: skip  # [groups, N]
@@ -96,28 +97,6 @@ class ChunkSteps(Dataset):
             item["group_channel"] = torch.tensor([VOC_CLASSES.index(t.subject) for t in members])  # [groups]
             item["group_targets"] = torch.stack([target(t.source_key) for t in members])  # [groups, S, S]
         return item
-
-
-def pack_groups(groups: list, indices: list[int], chunk: int) -> list[list[int]]:
-    """Consecutive trajectories of the same group go to the same chunk, chunks filled greedily in order.
-
-    >>> pack_groups(["a", "a", "b", "b", "c", "c"], [0, 1, 2, 3, 4, 5], 5)
-    [[0, 1, 2, 3], [4, 5]]
-    """
-    runs: list[list[int]] = []
-    for position, index in enumerate(indices):
-        if position and groups[position] == groups[position - 1]:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    chunks: list[list[int]] = []
-    for run in runs:
-        if len(run) > chunk:
-            raise ValueError(f"a group of {len(run)} trajectories does not fit a chunk of {chunk}")
-        if not chunks or len(chunks[-1]) + len(run) > chunk:
-            chunks.append([])
-        chunks[-1].extend(run)
-    return chunks
 
 
 @dataclass
@@ -241,13 +220,16 @@ class SwapData(LightningDataModule):
             self.log(f"resuming: {len(pairs) - len(left)} of {len(pairs)} (source, class) pairs already done, "
                      f"{len(left)} to go")  # fmt: skip
 
-    def train_dataloader(self) -> DataLoader:
-        """The (chunk, step) items; `batch_size=None`: each item already is a whole step's batch."""
-        module = self.trainer.lightning_module
-        rank, batch = self.trainer.global_rank, module.batch_size
+    def feeder(self, module) -> PlanFeeder:
+        """The pending trajectories for `module`'s rows (whole groups when pruning compares them)."""
         search = module.search
-        dataset = ChunkSteps(self.plan.trajectories, self.pending, self.targets_dir, chunk=module.z.shape[0],
-                             rank_rows=slice(rank * batch, (rank + 1) * batch), steps=self.steps,
-                             whole_groups=search.prune_after is not None, starts=search.starts,
-                             run_seed=self.seed)  # fmt: skip
-        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)
+        return PlanFeeder(self.plan.trajectories, self.pending, self.targets_dir, rows=module.z.shape[0],
+                          steps=self.steps, whole_groups=search.prune_after is not None, starts=search.starts,
+                          run_seed=self.seed)  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        """Ticks (one latent step of the chunk each); the module takes its trajectories from the feeder.
+        `batch_size=None`: each item already is a whole step."""
+        module = self.trainer.lightning_module
+        module.feeder = self.feeder(module)
+        return DataLoader(Ticks(module.feeder.ticks), batch_size=None, shuffle=False, num_workers=0)

@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader
 
 from silhouette_lightning import pictures
 from silhouette_lightning.classes import imagenet_name
-from silhouette_lightning.data import ChunkSteps, SwapData
+from silhouette_lightning.data import PlanFeeder, SwapData, Ticks
 from silhouette_lightning.errors import SourceError
 from silhouette_lightning.files import atomic_save_image, atomic_torch_save
 from silhouette_lightning.module import SilhouetteSwap
+from silhouette_lightning.refill import RowQueue
 from silhouette_lightning.target_maps import PreparedSource, segment_photo, target_path
 from silhouette_lightning.trajectories import Trajectory, initial_latents, trajectory_seed
 
@@ -88,22 +89,20 @@ def known_latent(run_seed: int, case: RecoveryCase, z_dim: int, truncation: floa
     return initial_latents([seed], z_dim, truncation)[0]
 
 
-class RecoverySteps(ChunkSteps):
-    """`ChunkSteps` whose first item carries explicit starting latents (`z0`): `z_s` where a trajectory has one."""
+class RecoveryFeeder(PlanFeeder):
+    """`PlanFeeder` whose rows start from explicit latents (`z0`): `z_s` where a trajectory has one."""
 
     def __init__(self, *args, starts: dict[int, Tensor], z_dim: int, truncation: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.starts, self.z_dim, self.truncation = starts, z_dim, truncation
 
-    def __getitem__(self, i: int) -> dict:
-        item = super().__getitem__(i)
-        if item["step"] == 0:
-            z0 = initial_latents(item["seeds"].tolist(), self.z_dim, self.truncation)  # [G, Z]
-            for row, index in enumerate(item["index"].tolist()):
-                if index in self.starts:
-                    z0[row] = self.starts[index]
-            item["z0"] = z0
-        return item
+    def load(self, indices: list[int], own: list[bool]) -> dict:
+        item = super().load(indices, own)
+        z0 = initial_latents(item["seeds"].tolist(), self.z_dim, self.truncation)  # [n, Z]
+        for row, index in enumerate(indices):
+            if index in self.starts:
+                z0[row] = self.starts[index]
+        return item | {"z0": z0}
 
 
 class RecoveryData(SwapData):
@@ -182,15 +181,11 @@ class RecoveryData(SwapData):
         data = torch.load(self.plan_path, weights_only=True)
         self.starts = dict(zip(data["starts"]["index"].tolist(), data["starts"]["z"], strict=True))
 
-    def train_dataloader(self) -> DataLoader:
-        """(chunk, step) items whose first step carries the starting latents."""
-        module = self.trainer.lightning_module
-        rank, batch = self.trainer.global_rank, module.batch_size
-        dataset = RecoverySteps(self.plan.trajectories, self.pending, self.targets_dir, chunk=module.z.shape[0],
-                                rank_rows=slice(rank * batch, (rank + 1) * batch), steps=self.steps,
-                                whole_groups=module.search.prune_after is not None,  # pruning: whole cases per chunk
-                                starts=self.starts, z_dim=module.z_dim, truncation=module.truncation)  # fmt: skip
-        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)
+    def feeder(self, module) -> RecoveryFeeder:
+        """The pending trajectories, with their starting latents (whole cases per group when pruning)."""
+        return RecoveryFeeder(self.plan.trajectories, self.pending, self.targets_dir, rows=module.z.shape[0],
+                              steps=self.steps, whole_groups=module.search.prune_after is not None,
+                              starts=self.starts, z_dim=module.z_dim, truncation=module.truncation)  # fmt: skip
 
 
 def read_plan(run_dir: Path) -> dict:
@@ -226,6 +221,22 @@ def subject_map_of(module: SilhouetteSwap, images: Tensor, channels: Tensor) -> 
     return module.subject_maps(module.ensemble(images), channels)
 
 
+class TensorFeeder:
+    """Trajectories given as tensors (rows 0..B-1 of one chunk), for `recover`: all start at once."""
+
+    def __init__(self, *, z0: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor) -> None:
+        self.z0, self.class_ids, self.channels, self.targets = z0, class_ids, channels, targets
+        self.queue = RowQueue([[i] for i in range(len(z0))], len(z0))
+        self.target_size = tuple(targets.shape[1:])
+
+    def load(self, indices: list[int], own: list[bool]) -> dict:
+        at = torch.tensor(indices, dtype=torch.long)
+        mine = torch.tensor([i for i, o in zip(indices, own, strict=True) if o], dtype=torch.long)
+        return {"index": at, "seeds": torch.zeros(len(at), dtype=torch.long), "z0": self.z0[at],
+                "class_id": self.class_ids[at], "channel": self.channels[at], "group": at, "restart": at,
+                "targets": self.targets[mine]}  # fmt: skip
+
+
 def recover(
     generator,
     ensemble,
@@ -255,17 +266,17 @@ def recover(
     with torch.no_grad():
         images = transform_image(module.generate(z_star, class_ids), shift_px=shift_px, rotate_deg=rotate_deg)
     targets = subject_map_of(module, images, channels)
-    first = {
-        "chunk": 0, "step": 0, "index": torch.arange(batch), "seeds": torch.zeros(batch, dtype=torch.long),
-        "z0": (z_star if start is None else start).clone(), "class_id": class_ids, "channel": channels,
-        "group": torch.arange(batch), "targets": targets,
-    }  # fmt: skip
-    items = [first] + [{"chunk": 0, "step": s} for s in range(1, steps + 1)]
-    loader = DataLoader(items, batch_size=None)
+    module.feeder = TensorFeeder(
+        z0=(z_star if start is None else start).clone(), class_ids=class_ids, channels=channels, targets=targets
+    )
+    loader = DataLoader(Ticks(steps + 1), batch_size=None)
     defaults = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer = Trainer(**(defaults | trainer_kwargs))
     trainer.fit(module, train_dataloaders=loader)
-    results = module.finished_chunk
+    results = module.finished_rows
+    order = results["index"].argsort()  # rows finish at different steps when some stop (non-finite)
+    results = {k: v if k == "frame_steps" else v[order] if isinstance(v, Tensor) else [v[i] for i in order.tolist()]
+               for k, v in results.items()}  # fmt: skip
     results["targets"] = targets
     return results

@@ -23,15 +23,15 @@ class ImagePanels(Callback):
 
     @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        """Log the panels when the step count is a multiple of `every` (and at each chunk's last step)."""
-        step = int(batch["step"])
-        if not self.every or trainer.logger is None or (step % self.every and step != pl_module.steps):
+        """Log the panels when the step count is a multiple of `every` (and at each step where trajectories end)."""
+        tick = int(batch["tick"])
+        if not self.every or trainer.logger is None or (tick % self.every and not pl_module.finished_now):
             return
         plan = trainer.datamodule.plan
-        rows = range(min(pl_module.batch_size, len(pl_module.chunk_index)))  # rank zero's rows
+        rows = range(min(pl_module.batch_size, len(pl_module.row_index)))  # rank zero's rows
         best_row: dict[int, int] = {}
-        for row in rows:
-            if pl_module.chunk_index[row] < 0:
+        for row in rows:  # a row that finished this step still holds its trajectory's state until the next
+            if pl_module.row_index[row] < 0 and row not in pl_module.finished_now:
                 continue
             group = int(pl_module.group_ids[row])
             if group not in best_row and len(best_row) == self.groups:
@@ -45,7 +45,7 @@ class ImagePanels(Callback):
         images, maps = pl_module.render(pl_module.best_z[chosen], pl_module.class_ids[chosen],
                                         pl_module.channels[chosen], class_vectors)  # fmt: skip
         for i, row in enumerate(chosen.tolist()):
-            trajectory = plan.trajectories[int(pl_module.chunk_index[row])]
+            trajectory = plan.trajectories[pl_module.last_index[row]]
             target = pl_module.targets[row].float().cpu()
             photo = self._photo(trajectory.source_key, plan.masks)
             background = photo if photo is not None else target.expand(3, -1, -1)

@@ -14,7 +14,7 @@ from silhouette_lightning.files import atomic_write_text
 class ContinuedTensorBoardLogger(TensorBoardLogger):
     """`OUT/NAME/tensorboard/`; every step is shifted by `step_offset`, the first step no earlier run used.
 
-    Runs reserve their steps chunk by chunk (`reserve`) in `next_step.txt` before logging them, so a run killed
+    Runs reserve their steps ahead (`reserve`) in `next_step.txt` before logging them, so a run killed
     at any point (even SIGKILL) leaves the next run a step after everything it logged.
     """
 
@@ -38,8 +38,12 @@ class ContinuedTensorBoardLogger(TensorBoardLogger):
 
 
 class ReserveSteps(Callback):
-    """At the start of each chunk, reserve the chunk's steps (a chunk is `steps + 1` batches, one step each)."""
+    """Reserve steps ahead, `steps + 1` at a time (one trajectory's length), before logging any of them."""
+
+    def __init__(self) -> None:
+        self.reserved = 0  # batches of this run already reserved
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if int(batch["step"]) == 0 and isinstance(trainer.logger, ContinuedTensorBoardLogger):
-            trainer.logger.reserve(batch_idx + pl_module.steps + 1)
+        if batch_idx >= self.reserved and isinstance(trainer.logger, ContinuedTensorBoardLogger):
+            self.reserved = batch_idx + pl_module.steps + 1
+            trainer.logger.reserve(self.reserved)

@@ -17,8 +17,8 @@ def _sync() -> None:
 class StepClock(Callback):
     """Records `perf_counter` at the start of the run, at every training batch start and end, and at the end.
 
-    One batch is one latent step of a chunk (data.py); the last step of a chunk also hands the chunk's results
-    to the writer, so its time includes picture writing. `created` is when the clock was made: pass a fresh
+    One batch is one latent step of the chunk (data.py); a step that loads trajectories into rows, or after which
+    trajectories finish (and their results go to the writer, pictures included), is not a plain step. `created` is when the clock was made: pass a fresh
     clock to `run()` to include loading and target maps in `before_first_step_s`.
     """
 
@@ -26,27 +26,26 @@ class StepClock(Callback):
         self.created = time.perf_counter()
         self.starts: list[float] = []
         self.ends: list[float] = []
-        self.steps: list[int] = []  # the step of its chunk of every batch
+        self.plain: list[bool] = []  # per batch: no trajectory loaded or finished in it
         self.finished: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         _sync()
         self.starts.append(time.perf_counter())
-        self.steps.append(int(batch["step"]))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         _sync()
         self.ends.append(time.perf_counter())
+        self.plain.append(not pl_module.last_loaded and not pl_module.finished_now)
 
     def on_train_end(self, trainer, pl_module) -> None:
         _sync()
         self.finished = time.perf_counter()
 
     def summary(self) -> dict:
-        """Seconds: before the first step, median of a plain step (start to next start, chunk-end steps left
-        out), whole run; and the count of steps."""
-        plain = [b - a for a, b, step, nxt in zip(self.starts, self.starts[1:], self.steps, self.steps[1:], strict=False)
-                 if nxt == step + 1 and step > 0]  # fmt: skip
+        """Seconds: before the first step, median of a plain step (start to next start; steps that load or
+        finish trajectories left out), whole run; and the count of steps."""
+        plain = [b - a for a, b, ok in zip(self.starts, self.starts[1:], self.plain, strict=False) if ok]
         end = self.finished or (self.ends[-1] if self.ends else time.perf_counter())
         return {
             "before_first_step_s": (self.starts[0] - self.created) if self.starts else None,

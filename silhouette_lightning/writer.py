@@ -1,7 +1,7 @@
-"""Writes results as chunks finish (rank zero): records, per-(source, class) outputs and the CSV tables.
+"""Writes results as trajectories finish (rank zero): records, per-(source, class) outputs and the CSV tables.
 
 Resuming reads back what this wrote: a (source, class) is complete when all its restarts have records;
-its pictures and latent are (re)written if missing, so an interrupted run loses at most the chunk in flight.
+its pictures and latent are (re)written if missing, so an interrupted run loses at most the trajectories in flight.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def source_picture(data_dir: Path | None, key: str, *, masks: bool, max_pixels: 
 
 
 class ResultWriter(Callback):
-    """Turns each finished chunk into files; keeps `results.csv` current after every chunk."""
+    """Turns finished trajectories into files; keeps `results.csv` current as (source, class) pairs complete."""
 
     def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
                  data_dir: Path | None, max_pixels: int, blend: str = "soft", fit: str = "pad",
@@ -85,8 +85,8 @@ class ResultWriter(Callback):
             self._update(pl_module, self._groups_of(self.records))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        """After a chunk's last step: record its trajectories and write what they complete."""
-        finished, pl_module.finished_chunk = pl_module.finished_chunk, None
+        """After a step in which trajectories finished: record them and write what they complete."""
+        finished, pl_module.finished_rows = pl_module.finished_rows, None
         if finished is not None and trainer.is_global_zero:
             records = self._to_records(finished)
             write_records(self.run_dir, records)
@@ -153,7 +153,7 @@ class ResultWriter(Callback):
                 "stopped_at": int(finished["stopped_at"][i]), "best_z": finished["best_z"][i].clone(),
                 "frames": finished["frames"][i].clone(), "frame_steps": finished["frame_steps"],
                 "iou_history": finished["iou_history"][i].float().clone(),
-                "loss_history": finished["loss_history"][i].float().clone(), "seconds": float(finished["seconds"]),
+                "loss_history": finished["loss_history"][i].float().clone(), "seconds": float(finished["seconds"][i]),
             })  # fmt: skip
             if "ended_at" in finished:  # early stop or pruning (search.py): the step it ended at, and why
                 records[-1] |= {"ended_at": int(finished["ended_at"][i]), "ended_by": finished["ended_by"][i]}

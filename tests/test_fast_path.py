@@ -106,14 +106,14 @@ def test_compiled_scoring_step_equals_eager(tiny_generator, ensemble):
         torch.testing.assert_close(ia, ib, rtol=1e-5, atol=1e-6)
 
 
-def test_step_clock_times_plain_steps_and_leaves_chunk_ends_out():
+def test_step_clock_times_plain_steps_and_leaves_loading_and_finishing_steps_out():
     from silhouette_lightning.timing import StepClock
 
     clock = StepClock()
     clock.created = 0.0
-    clock.starts = [10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 22.0]  # two chunks of steps 0..3 and 0..2
-    clock.steps = [0, 1, 2, 3, 0, 1, 2]
+    clock.starts = [10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 22.0]  # rows loaded at 0 and 4, finished at 3 and 6
+    clock.plain = [False, True, True, False, False, True, False]
     clock.ends, clock.finished = [], 30.0
     summary = clock.summary()
-    # plain steps: 1->2, 2->3 (chunk 1), 1->2 (chunk 2); step 0 (chunk start) and 3->0 (chunk end) left out
+    # plain steps: 1->2, 2->3, 5->6; the loading steps (0, 4) and the finishing step 3 (3->4: writing) left out
     assert summary == {"before_first_step_s": 10.0, "median_step_s": 1.0, "total_s": 30.0, "batches": 7}

@@ -5,18 +5,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_csv
-from lightning.pytorch import Callback
+from conftest import interrupted_after_first_chunk, read_csv
 from PIL import Image
 
 from silhouette_lightning.classes import VOC_CLASSES
 from silhouette_lightning.cli import main
 from silhouette_lightning.config import build_config
-from silhouette_lightning.data import pack_groups
 from silhouette_lightning.module import SilhouetteSwap
+from silhouette_lightning.refill import pack_units, queue_units
 from silhouette_lightning.results import load_records, regenerate
 from silhouette_lightning.run import run
 from silhouette_lightning.search import PATIENCE, STOP_IOU, early_stop, prior_penalty, prune, select_starts
+from silhouette_lightning.timing import StepClock
 from silhouette_lightning.trajectories import initial_latents, trajectory_seed
 
 SUBJECT = "sofa"  # the VOC channel the tiny colour segmenters see most in the tiny BigGAN's images
@@ -66,14 +66,13 @@ def test_prune_keeps_the_better_half_of_each_group():
                        prune(best_iou, best_loss, restart, group)[order])  # fmt: skip
 
 
-def test_pack_groups_never_splits_a_group():
-    groups = ["a"] * 3 + ["b"] * 3 + ["c"] * 2
-    chunks = pack_groups(groups, list(range(8)), 4)
-    assert chunks == [[0, 1, 2], [3, 4, 5], [6, 7]]
-    assert pack_groups(groups, list(range(8)), 7) == [[0, 1, 2, 3, 4, 5], [6, 7]]
-    assert pack_groups(groups, list(range(8)), 8) == [list(range(8))]
+def test_pack_units_never_splits_a_group():
+    units = queue_units(["a"] * 3 + ["b"] * 3 + ["c"] * 2, list(range(8)), whole_groups=True)
+    assert pack_units(units, 4) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert pack_units(units, 7) == [[0, 1, 2, 3, 4, 5], [6, 7]]
+    assert pack_units(units, 8) == [list(range(8))]
     with pytest.raises(ValueError):
-        pack_groups(groups, list(range(8)), 2)
+        pack_units(units, 2)
 
 
 @pytest.mark.parametrize(
@@ -106,32 +105,24 @@ def known_answers(tmp_path, tiny_generator, ensemble) -> Path:
     return folder.parent
 
 
-class History(Callback):
-    """Every trajectory's IoU at every step (the module's per-chunk history), by identity."""
+class History:
+    """Every trajectory's IoU at every step, by identity (read back from the run's records)."""
 
-    def __init__(self) -> None:
-        self.iou: dict[tuple, torch.Tensor] = {}
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if int(batch["step"]) == module.steps:
-            plan = trainer.datamodule.plan
-            for row, index in enumerate(module.chunk_index.tolist()):
-                if index >= 0:
-                    self.iou[plan.trajectories[index].identity] = module.iou_history[:, row].clone()
+    def __init__(self, run_dir: Path) -> None:
+        self.iou = {identity: r["iou_history"] for identity, r in load_records(run_dir).items()}
 
 
 @pytest.fixture
 def search_run(tmp_path, known_answers, tiny_generator, ensemble):
     """`search_run(name, **settings) -> (run folder, History)`: a run on the known answers, tiny models, CPU."""
 
-    def go(name: str, **settings):
+    def go(name: str, callbacks=(), **settings):
         values = dict(data=str(known_answers), masks=True, classes=[1], restarts=2, steps=4, seg_size=32,
                       batch_size=4, accelerator="cpu", frames=3, save_images="none", image_every=0, heldout="none",
                       out=str(tmp_path / "out"), name=name)  # fmt: skip
-        history = History()
         run_dir = run(build_config(values | settings), generator=tiny_generator, ensemble=ensemble,
-                      callbacks=[history], log=lambda *a: None, enable_progress_bar=False)  # fmt: skip
-        return run_dir, history
+                      callbacks=callbacks, log=lambda *a: None, enable_progress_bar=False)  # fmt: skip
+        return run_dir, History(run_dir)
 
     return go
 
@@ -262,3 +253,34 @@ def test_every_option_at_once_through_the_cli(cli_args, tmp_path):
     records = load_records(run_dir)
     assert sum(r["ended_by"] == "pruned" for r in records.values()) == 6  # one of each group's 2 restarts
     assert all((run_dir / r["output_dir"] / "latent.pt").exists() for r in rows)
+
+
+def test_freed_rows_are_refilled_without_changing_any_result(search_run):
+    """Early stop frees rows; pending trajectories take them at once, so the run takes fewer latent steps than
+    chunks of 2 (3 chunks x 5 steps), and every result equals the run where all 6 trajectories share one chunk."""
+    settings = dict(stop_iou=0.5, patience=1, save_images="best")
+    alone, _ = search_run("one-chunk", batch_size=6, **settings)
+    clock = StepClock()
+    refilled, history = search_run("refilled", batch_size=2, callbacks=[clock], **settings)
+    assert read_csv(refilled / "results.csv") == read_csv(alone / "results.csv")
+    for row in read_csv(alone / "results.csv"):
+        assert torch.equal(_latent(alone, row)["z"], _latent(refilled, row)["z"])
+    records = load_records(refilled)
+    assert any(r["ended_at"] >= 0 for r in records.values()), "the test needs trajectories that end early"
+    lengths = [(r["ended_at"] if r["ended_at"] >= 0 else 4) + 1 for r in records.values()]  # steps each ran
+    assert clock.summary()["batches"] < 3 * 5
+    assert clock.summary()["batches"] >= -(-sum(lengths) // 2), "two rows cannot run more than 2 steps per step"
+
+
+def test_pruned_groups_resume_to_the_same_answer(search_run, monkeypatch):
+    """Pruned restarts free their rows at once but their records wait for the rest of their group: a run stopped
+    after its first finished trajectories resumes to exactly the uninterrupted answer."""
+    settings = dict(restarts=4, batch_size=8, prune_after=2)
+    whole, _ = search_run("whole", **settings)
+    with interrupted_after_first_chunk(monkeypatch), pytest.raises(SystemExit):
+        search_run("stopped", **settings)
+    first = load_records(whole.parent / "stopped")
+    groups = {identity[:2] for identity in first}
+    assert first and len(first) == 4 * len(groups) < 12, "whole groups written, not the pruned halves first"
+    resumed, _ = search_run("stopped", **settings)
+    assert read_csv(resumed / "results.csv") == read_csv(whole / "results.csv")
