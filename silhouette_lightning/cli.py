@@ -57,8 +57,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     a("--classes", help='ImageNet classes to generate, ids or names: 207,"tabby"; default: per subject, '
       "configs/classes.yaml")  # fmt: skip
     a("--restarts", type=int, help=f"random restarts per source and class (default {d.restarts})")
-    a("--starts", type=int, help="best-of-N: score N >= restarts random starts per source and class with forward "
-      "passes only and optimize the best restarts of them (default 0: off)")  # fmt: skip
+    a("--starts", type=int, help="best-of-N: score N random starts per source and class with forward passes only "
+      f"and optimize the best restarts of them; N <= restarts (0) is the paper's plain search (default {d.starts})")  # fmt: skip
     a("--class-lr", type=float, help="optimize the class vector with z at this learning rate, from the one-hot of the "
       "class; results report the nearest class (default 0: off)")  # fmt: skip
     a("--prior-weight", type=float, help="weight of the squared distance of z outside the truncation region "

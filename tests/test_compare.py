@@ -98,10 +98,12 @@ def test_bundled_folder_expands_to_its_files():
     labels = [v.label for v in parse_variants(["appendix_a"])]
     assert labels == ["deeplabv3", "ensemble", "logits", "losses"]
     by_label = {v.label: v.layer for v in parse_variants(["appendix_a", "appendix_c"])}
-    assert by_label["ensemble"] == {"segmenters": "deeplabv3_resnet101:0.6,fcn_resnet101:0.4", "ensemble": "probs"}
+    assert by_label["ensemble"] == {"segmenters": "deeplabv3_resnet101:0.6,fcn_resnet101:0.4", "ensemble": "probs",
+                                    "starts": 0}  # fmt: skip
     assert by_label["logits"]["ensemble"] == "logits" and by_label["losses"]["ensemble"] == "losses"
     assert by_label["deeplabv3"]["segmenters"] == "deeplabv3_resnet101:1"
-    assert by_label["mse"] == {"loss": "mse"} and by_label["bce_bg"] == {"loss": "bce_bg"}
+    assert by_label["mse"] == {"loss": "mse", "starts": 0} and by_label["bce_bg"] == {"loss": "bce_bg", "starts": 0}
+    assert all(layer["starts"] == 0 for layer in by_label.values()), "the paper's experiments: its random starts"
 
 
 def test_key_values_keep_commas_inside_values():

@@ -77,7 +77,7 @@ def test_pack_units_never_splits_a_group():
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--starts", "1"], "--starts"), (["--class-lr", "-1"], "--class-lr"), (["--prior-weight", "-0.5"], "--prior-weight"),
+    [(["--starts", "-1"], "--starts"), (["--class-lr", "-1"], "--class-lr"), (["--prior-weight", "-0.5"], "--prior-weight"),
      (["--stop-iou", "1.5"], "--stop-iou"), (["--patience", "0"], "--patience"), (["--prune-after", "3"], "--prune-after")],
 )  # fmt: skip
 def test_search_settings_out_of_range_exit_2(cli_args, flags, message, capsys):
@@ -117,7 +117,7 @@ def search_run(tmp_path, known_answers, tiny_generator, ensemble):
     """`search_run(name, **settings) -> (run folder, History)`: a run on the known answers, tiny models, CPU."""
 
     def go(name: str, callbacks=(), **settings):
-        values = dict(data=str(known_answers), masks=True, classes=[1], restarts=2, steps=4, seg_size=32,
+        values = dict(data=str(known_answers), masks=True, classes=[1], restarts=2, starts=0, steps=4, seg_size=32,
                       batch_size=4, accelerator="cpu", frames=3, save_images="none", image_every=0, heldout="none",
                       out=str(tmp_path / "out"), name=name)  # fmt: skip
         run_dir = run(build_config(values | settings), generator=tiny_generator, ensemble=ensemble,
