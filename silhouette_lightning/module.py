@@ -414,6 +414,7 @@ class SilhouetteSwap(LightningModule):
         """Best-so-far per trajectory (highest IoU, ties to lower loss); stop non-finite trajectories.
         `row_step` [G]: the step of its own trajectory each row is at."""
         rows = torch.arange(len(row_step), device=row_step.device)
+        iou, loss = iou.float(), loss.float()  # indexed writes need the buffers' dtype (autocast may give others)
         self.iou_history[rows, row_step] = iou
         self.loss_history[rows, row_step] = loss
         newly_dead = self.alive & ~finite
