@@ -10,14 +10,23 @@ import torch
 from silhouette_lightning.refill import RowQueue, most_ticks, pack_units, queue_units
 from silhouette_lightning.row_adam import RowAdam
 
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+    ),
+]
 
-def test_row_adam_gives_each_row_torch_adam_as_if_it_ran_alone():
-    """Rows start and stop at different ticks (refilled rows); each equals torch.optim.Adam on that row alone."""
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_row_adam_gives_each_row_torch_adam_as_if_it_ran_alone(device):
+    """Rows start and stop at different ticks (refilled rows); each equals torch.optim.Adam on that row alone
+    (on CUDA both take torch's foreach path, on the CPU its single-tensor one)."""
     rows, dim, ticks = 5, 7, 12
     spans = [(0, 12), (0, 4), (3, 9), (5, 12), (9, 11)]  # (first tick, end tick) of each row's trajectory
-    grads = torch.randn(ticks, rows, dim, generator=torch.Generator().manual_seed(0))
-    starts = torch.randn(rows, dim, generator=torch.Generator().manual_seed(1))
-    z = torch.nn.Parameter(torch.zeros(rows, dim))
+    grads = torch.randn(ticks, rows, dim, generator=torch.Generator().manual_seed(0)).to(device)
+    starts = torch.randn(rows, dim, generator=torch.Generator().manual_seed(1)).to(device)
+    z = torch.nn.Parameter(torch.zeros(rows, dim, device=device))
     optimizer = RowAdam([z], lr=0.1, betas=(0.5, 0.99))
     for tick in range(ticks):
         starting = [r for r, (a, _) in enumerate(spans) if a == tick]
