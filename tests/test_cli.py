@@ -13,7 +13,7 @@ from silhouette_lightning.results import regenerate
 
 
 def test_end_to_end(cli_args, tmp_path, capsys):
-    assert main(cli_args()) == 0
+    assert main(cli_args(default_search=True)) == 0  # best-of-32 starts, the default
     run = tmp_path / "out" / "run"
     rows = read_csv(run / "results.csv")
     assert [(r["source"], r["class_id"]) for r in rows] == [

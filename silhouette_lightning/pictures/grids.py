@@ -187,5 +187,5 @@ def tensorboard_panel(
     bar = _canvas(panel.shape[2], CAPTION_HEIGHT)
     for i, text in enumerate(captions):
         _draw_caption(bar, (i * size, 0, (i + 1) * size, CAPTION_HEIGHT), text)
-    bar_tensor = torch.from_numpy(np.asarray(bar)).permute(2, 0, 1).float() / 255  # [3, CAPTION_HEIGHT, 5 * size]
+    bar_tensor = torch.from_numpy(np.array(bar)).permute(2, 0, 1).float() / 255  # [3, CAPTION_HEIGHT, 5 * size]
     return torch.cat([bar_tensor, panel], dim=1)  # [3, CAPTION_HEIGHT + size, 5 * size]
