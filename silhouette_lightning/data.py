@@ -93,6 +93,7 @@ class PlanFeeder:
             item["candidate_seeds"] = torch.tensor(
                 [[trajectory_seed(self.run_seed, t.source_key, t.class_id, n) for n in range(self.candidates)]
                  for t in members], dtype=torch.long)  # fmt: skip  # [groups, N]
+            item["group_id"] = torch.tensor([self.group_id[t.group] for t in members])  # [groups]
             item["group_class"] = torch.tensor([t.class_id for t in members])  # [groups]
             item["group_channel"] = torch.tensor([VOC_CLASSES.index(t.subject) for t in members])  # [groups]
             item["group_targets"] = torch.stack([target(t.source_key) for t in members])  # [groups, S, S]

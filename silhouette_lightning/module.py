@@ -186,8 +186,14 @@ class SilhouetteSwap(LightningModule):
         self.row_step = [0] * chunk  # the step of its own trajectory each row scores next
         self.row_group = [-1] * chunk  # group id of each row's trajectory
         self.row_channel = [0] * chunk  # VOC channel of each row's subject
+        self.row_restart = [-1] * chunk  # restart number of each row's trajectory
         self.seconds = [0.0] * chunk  # wall time each row's trajectory has cost so far
         self._held: list[dict] = []  # results waiting for the rest of their group (pruning)
+        # pruning: (best IoU, best loss, restart) of restarts that ended before their group's pruning step, by group
+        # id; they still count in the ranking, as if frozen in their rows
+        self._ended_before_pruning: dict[int, list[tuple[float, float, int]]] = {}
+        self._chosen: dict[int, Tensor] = {}  # best-of-N: each recently loaded group's chosen candidates [R]
+        self._ticks_run = 0
         self._last_tick = time.perf_counter()
         self.last_index = [-1] * chunk  # the trajectory each row ran last (kept when it finishes: pictures)
         self.last_loaded, self.finished_now = 0, []  # trajectories loaded and rows finished at this step
@@ -248,6 +254,7 @@ class SilhouetteSwap(LightningModule):
             self.row_index[row], self.row_step[row], self.seconds[row] = indices[k], 0, 0.0
             self.last_index[row] = indices[k]
             self.row_group[row], self.row_channel[row] = int(data["group"][k]), int(data["channel"][k])
+            self.row_restart[row] = int(data["restart"][k])
         self.start_seeds[at] = seeds.to(device)
         self.class_ids[at], self.channels[at] = data["class_id"].to(device), data["channel"].to(device)
         self.group_ids[at], self.restarts[at] = data["group"].to(device), data["restart"].to(device)
@@ -266,16 +273,19 @@ class SilhouetteSwap(LightningModule):
         each group the r-th of its best R candidates (in candidate order); returns each loaded row's seed.
 
         Each group's candidates are scored alone, in fixed pieces of SCORE_BATCH, so its scores do not depend on
-        the batch size or the other groups; with many devices, group g is scored by rank g % world and the
-        scores are summed over ranks (zeros elsewhere), so every rank selects from the same numbers.
+        the batch size or the other groups; with many devices, the groups to score are dealt to the ranks in turn
+        and the scores summed over ranks (zeros elsewhere), so every rank selects from the same numbers. A group
+        whose restarts load over several steps (rows freed one by one) is scored once, at its first load.
         """
         seeds = data["candidate_seeds"]  # [n_groups, N]
         n_groups, n = seeds.shape
         world, rank = self.trainer.world_size, self.trainer.global_rank
         device = self.z.device
+        ids = data["group_id"].tolist()  # [n_groups]: the loaded groups' ids
+        todo = [g for g in range(n_groups) if ids[g] not in self._chosen]  # a group split over loads: scored once
         iou = torch.zeros(n_groups, n, device=device)
         loss = torch.zeros(n_groups, n, device=device)
-        for g in range(rank, n_groups, world):
+        for g in todo[rank::world]:
             z = initial_latents(seeds[g].tolist(), self.z_dim, self.truncation).to(self.z)  # [N, Z]
             for start in range(0, n, SCORE_BATCH):
                 piece = z[start : start + SCORE_BATCH]
@@ -285,10 +295,14 @@ class SilhouetteSwap(LightningModule):
                                                    data["group_targets"][g].expand(m, -1, -1).to(device),
                                                    compiled=False)  # fmt: skip
                 loss[g, start : start + m], iou[g, start : start + m] = piece_loss, piece_iou.float()
-        if world > 1:
+        if world > 1 and todo:
             iou = self.trainer.strategy.reduce(iou, reduce_op="sum")
             loss = self.trainer.strategy.reduce(loss, reduce_op="sum")
         chosen = select_starts(iou, loss, self.search.restarts)  # [n_groups, R], on the CPU
+        # only the groups of this load are kept: groups are consecutive in the queue, so a group split over loads
+        # is the last of one load and the first of the next
+        self._chosen = {gid: self._chosen.get(gid, chosen[g]) for g, gid in enumerate(ids)}
+        chosen = torch.stack([self._chosen[gid] for gid in ids])
         group, restart = data["load_group"], data["restart"]  # [n]: position of each row's group in this load
         picked = chosen[group, restart.clamp(0, self.search.restarts - 1)]  # [n]
         return seeds[group, picked]
@@ -302,6 +316,7 @@ class SilhouetteSwap(LightningModule):
         first; a row at its trajectory's last step only scores; finished rows hand their results over."""
         if int(batch["tick"]) == 0 or not hasattr(self, "row_index"):
             self._init_rows()
+        self._ticks_run += 1
         self._refill()
         rank, chunk = self.trainer.global_rank, self.z.shape[0]
         rows = slice(rank * self.batch_size, (rank + 1) * self.batch_size)
@@ -361,9 +376,14 @@ class SilhouetteSwap(LightningModule):
         if finishing:
             self._fill_after_end(finishing)
             results = self._row_results(finishing)
-            for r in finishing:
+            k = self.search.prune_after
+            for i, r in enumerate(finishing):
+                if k is not None and self.row_step[r] < k:  # its group's pruning still has to rank it
+                    entry = (float(results["best_iou"][i]), float(results["best_loss"][i]), self.row_restart[r])
+                    self._ended_before_pruning.setdefault(self.row_group[r], []).append(entry)
                 self.row_index[r] = -1
-            self.valid[torch.tensor(finishing, device=self.z.device)] = False
+            released = torch.tensor(finishing, device=self.z.device)
+            self.valid[released], self.alive[released] = False, False
             self._hand_over(results)
         if not any(index >= 0 for index in self.row_index) and not self.feeder.queue:
             self.trainer.should_stop = True  # every trajectory is done (the ticks are only an upper bound)
@@ -379,6 +399,8 @@ class SilhouetteSwap(LightningModule):
         for group in dict.fromkeys(groups):
             self._held.append(select_results(results, [i for i, g in enumerate(groups) if g == group]))
         busy = {self.row_group[r] for r, index in enumerate(self.row_index) if index >= 0}
+        for group in [g for g in self._ended_before_pruning if g not in busy]:  # every restart ended before pruning
+            del self._ended_before_pruning[group]
         for held in [h for h in self._held if int(h["group"][0]) not in busy]:
             self.finished_rows = join_results(self.finished_rows, held)
         self._held = [h for h in self._held if int(h["group"][0]) in busy]
@@ -399,8 +421,10 @@ class SilhouetteSwap(LightningModule):
                                                 self.frames_class[at])  # fmt: skip
 
     def on_train_epoch_end(self) -> None:
-        """The ticks are an upper bound on the steps a run takes: running out of them with work left is a bug."""
-        if hasattr(self, "row_index") and (any(i >= 0 for i in self.row_index) or self.feeder.queue):
+        """The ticks are an upper bound on the steps a run takes: running out of them with work left is a bug
+        (unless the Trainer was told to stop earlier: `limit_train_batches`, `max_steps`, ...)."""
+        left = hasattr(self, "row_index") and (any(i >= 0 for i in self.row_index) or self.feeder.queue)
+        if left and self._ticks_run >= getattr(self.feeder, "ticks", float("inf")):
             raise RuntimeError("internal error: the run ran out of latent steps with trajectories left to run")
 
     def _gather(self, values: Tensor) -> Tensor:
@@ -441,9 +465,19 @@ class SilhouetteSwap(LightningModule):
         reason = torch.zeros_like(self.ended_by)
         if s.stop_iou is not None or s.patience is not None:
             reason = early_stop(self.best_iou, self.best_step, row_step, stop_iou=s.stop_iou, patience=s.patience)
-        if s.prune_after is not None and s.prune_after in self.row_step:
-            at_prune = self.valid & (row_step == s.prune_after)  # whole groups: they started together
-            pruned = prune(self.best_iou, self.best_loss, self.restarts, torch.where(at_prune, self.group_ids, -1))
+        k = s.prune_after
+        at_k = [r for r, index in enumerate(self.row_index) if index >= 0 and self.row_step[r] == k]
+        if at_k:  # whole groups: they started together
+            group = torch.where(self.valid & (row_step == k), self.group_ids, -1)
+            iou, loss, restart = self.best_iou, self.best_loss, self.restarts
+            ended = [(g, *e) for g in dict.fromkeys(self.row_group[r] for r in at_k)
+                     for e in self._ended_before_pruning.pop(g, [])]  # fmt: skip
+            if ended:  # restarts that ended earlier are ranked too (they cannot be pruned: they already ended)
+                extra = torch.tensor([e[1:3] for e in ended], dtype=iou.dtype, device=iou.device)  # [E, 2]
+                iou, loss = torch.cat([iou, extra[:, 0]]), torch.cat([loss, extra[:, 1]])
+                restart = torch.cat([restart, torch.tensor([e[3] for e in ended], device=restart.device)])
+                group = torch.cat([group, torch.tensor([e[0] for e in ended], device=group.device)])
+            pruned = prune(iou, loss, restart, group)[: len(self.row_index)]
             reason = torch.where(pruned & (reason == 0), PRUNED, reason)
         ending = self.alive & (reason > 0) & (row_step < self.steps)
         self.ended_at = torch.where(ending, row_step, self.ended_at)

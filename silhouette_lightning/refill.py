@@ -7,7 +7,8 @@ Each row's Adam is its own (row_adam.py) and every decision looks at one row or 
 result does not depend on its row or on when it started: refilling changes the wall time, not the answers.
 
 Restart pruning compares a (source, class)'s restarts at the same step, so with it the queue hands out whole
-groups (consecutive pending trajectories of one group) and a group waits until it fits in the free rows.
+groups (consecutive pending trajectories of one group) and a group waits until it fits in the free rows; a restart
+that ended before the pruning step has left its row but still counts in that ranking (module.py keeps its best).
 """
 
 from __future__ import annotations

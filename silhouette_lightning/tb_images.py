@@ -20,12 +20,13 @@ class ImagePanels(Callback):
         self.every, self.data_dir, self.max_pixels, self.groups, self.size = every, data_dir, max_pixels, groups, size
         self.fit = fit
         self._photos: dict[str, torch.Tensor | None] = {}
+        self._last = -(10**9)  # the step panels were last logged at
 
     @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        """Log the panels when the step count is a multiple of `every` (and at each step where trajectories end)."""
-        tick = int(batch["tick"])
-        if not self.every or trainer.logger is None or (tick % self.every and not pl_module.finished_now):
+        """Log the panels every `every` steps, and at a step where one of rank zero's trajectories ends (its final
+        best), at most once per `every` steps (or per trajectory length, if shorter) as rows keep ending."""
+        if trainer.logger is None or not self.due(int(batch["tick"]), pl_module):
             return
         plan = trainer.datamodule.plan
         rows = range(min(pl_module.batch_size, len(pl_module.row_index)))  # rank zero's rows
@@ -54,6 +55,16 @@ class ImagePanels(Callback):
             tag = f"swaps/{trajectory.source_key}/{trajectory.class_id}"
             step = trainer.global_step + getattr(trainer.logger, "step_offset", 0)  # continued on resume
             trainer.logger.experiment.add_image(tag, panel, step)
+
+    def due(self, tick: int, pl_module) -> bool:
+        """Whether panels are logged at this step (and if so, note it)."""
+        if not self.every:
+            return False
+        own_ended = any(row < pl_module.batch_size for row in pl_module.finished_now)
+        if tick % self.every and not (own_ended and tick - self._last >= min(self.every, pl_module.steps)):
+            return False
+        self._last = tick
+        return True
 
     def _photo(self, key: str, masks: bool):
         if key not in self._photos:

@@ -94,3 +94,21 @@ def test_most_ticks_bounds_every_refilled_schedule(whole):
         assert _refilled_ticks(units, lengths, rows) <= bound
         full = [steps + 1] * len(groups)  # nothing ends early: the bound is exact
         assert _refilled_ticks(units, full, rows) == bound == len(pack_units(units, rows)) * (steps + 1)
+
+
+def test_image_panels_follow_every_and_rows_ending_without_a_panel_per_step():
+    from types import SimpleNamespace
+
+    from silhouette_lightning.tb_images import ImagePanels
+
+    def module(steps=25, ended=()):
+        return SimpleNamespace(batch_size=4, steps=steps, finished_now=list(ended))
+
+    panels = ImagePanels(5, data_dir=None, max_pixels=10**6)
+    ended_every_step = [panels.due(t, module(ended=[1])) for t in range(1, 12)]
+    assert ended_every_step == [True, False, False, False, True, False, False, False, False, True, False]
+    assert not panels.due(12, module(ended=[6])), "rank zero's rows only"
+    assert panels.due(15, module()), "every 5 steps"
+    short = ImagePanels(5, data_dir=None, max_pixels=10**6)
+    assert short.due(0, module(steps=3)) and not short.due(2, module(steps=3))
+    assert short.due(3, module(steps=3, ended=[0])), "a 4-step trajectory's final best shows"

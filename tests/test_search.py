@@ -15,7 +15,15 @@ from silhouette_lightning.module import SilhouetteSwap
 from silhouette_lightning.refill import pack_units, queue_units
 from silhouette_lightning.results import load_records, regenerate
 from silhouette_lightning.run import run
-from silhouette_lightning.search import PATIENCE, STOP_IOU, early_stop, prior_penalty, prune, select_starts
+from silhouette_lightning.search import (
+    PATIENCE,
+    STOP_IOU,
+    better_first,
+    early_stop,
+    prior_penalty,
+    prune,
+    select_starts,
+)
 from silhouette_lightning.timing import StepClock
 from silhouette_lightning.trajectories import initial_latents, trajectory_seed
 
@@ -284,3 +292,28 @@ def test_pruned_groups_resume_to_the_same_answer(search_run, monkeypatch):
     assert first and len(first) == 4 * len(groups) < 12, "whole groups written, not the pruned halves first"
     resumed, _ = search_run("stopped", **settings)
     assert read_csv(resumed / "results.csv") == read_csv(whole / "results.csv")
+
+
+def test_pruning_ranks_restarts_that_already_ended(search_run):
+    """A restart that stopped before the pruning step has left its row, but it still counts in its group's
+    ranking (as when ended rows stayed frozen in the chunk): the pruned ones are the live rows in the worse half."""
+    run_dir, _ = search_run("stop-and-prune", restarts=4, batch_size=8, prune_after=2, patience=1)
+    records = load_records(run_dir)
+    early = [r for r in records.values() if r["ended_by"] == "patience" and r["ended_at"] < 2]
+    assert early, "the test needs restarts that stop before the pruning step"
+    by_group: dict = {}
+    for (source, class_id, restart), r in records.items():
+        by_group.setdefault((source, class_id), []).append((restart, r))
+    for members in by_group.values():
+        iou, loss = [], []
+        for _, r in members:  # best so far at step 2, as the module tracks it (highest IoU, ties to lower loss)
+            end = min(2, r["ended_at"] if r["ended_at"] >= 0 else 2)
+            history, losses = r["iou_history"][: end + 1], r["loss_history"][: end + 1]
+            top = history.max()
+            iou.append(float(top))
+            loss.append(float(losses[history == top].min()))
+        order = better_first(iou, loss, [restart for restart, _ in members])
+        worse = {members[i][0] for i in order[2:]}
+        for restart, r in members:
+            stopped_by_patience = r["ended_by"] == "patience" and r["ended_at"] <= 2  # patience wins at step 2
+            assert (r["ended_by"] == "pruned") == (restart in worse and not stopped_by_patience), (restart, r)
