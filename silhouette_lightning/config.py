@@ -287,7 +287,7 @@ def _whole(value) -> bool:
 
 
 def search_problems(c: SwapConfig) -> list[str]:
-    """Range checks of the search options (each off by default)."""
+    """Range checks of the search options."""
     problems = []
     if not (_whole(c.starts) and c.starts >= 0):
         problems.append(f"--starts must be a whole number >= 0 (at most --restarts: off), got {c.starts!r}")
