@@ -12,9 +12,9 @@ loss by the world size against DDP's average, is exact only for powers of two. L
 trajectories, never averaged, and Adam is elementwise with a step count per row (row_adam.py), so a row's
 update does not depend on the others nor on when its trajectory started.
 
-Search options (search.py; best-of-32 starts on by default, the others off) hook in at three places: loading a trajectory into a row
-(best-of-N starts, the class vector reset to the one-hot), the loss (prior penalty), and after each step's
-bookkeeping (early stop and pruning end trajectories exactly as non-finite ones end; their rows are refilled).
+Search options (search.py; best-of-32 starts on by default, the others off) hook in at three places: loading
+a trajectory into a row (best-of-N starts, the class vector reset to the one-hot), the loss (prior penalty), and
+after each step's bookkeeping (early stop and pruning end trajectories as non-finite ones end; rows refilled).
 """
 
 from __future__ import annotations
