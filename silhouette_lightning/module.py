@@ -202,8 +202,7 @@ class SilhouetteSwap(LightningModule):
         self.class_ids, self.channels = torch.zeros(chunk, **zeros), torch.zeros(chunk, **zeros)  # [G], [G]
         self.group_ids = torch.full((chunk,), -1, **zeros)  # [G]: rows with the same id share (source, class)
         self.restarts = torch.full((chunk,), -1, **zeros)  # [G], ranks restarts in pruning
-        self.valid = torch.zeros(chunk, dtype=torch.bool, device=device)  # the row holds a trajectory
-        self.alive = torch.zeros(chunk, dtype=torch.bool, device=device)  # ... which still takes steps
+        self.alive = torch.zeros(chunk, dtype=torch.bool, device=device)  # the row's trajectory still takes steps
         self.stopped_at = torch.full((chunk,), -1, **zeros)  # non-finite at this step
         self.ended_at = torch.full((chunk,), -1, **zeros)  # early stop or pruning
         self.ended_by = torch.zeros(chunk, **zeros)  # search.ENDED code
@@ -258,7 +257,7 @@ class SilhouetteSwap(LightningModule):
         self.start_seeds[at] = seeds.to(device)
         self.class_ids[at], self.channels[at] = data["class_id"].to(device), data["channel"].to(device)
         self.group_ids[at], self.restarts[at] = data["group"].to(device), data["restart"].to(device)
-        self.valid[at], self.alive[at] = True, True
+        self.alive[at] = True
         self.stopped_at[at], self.ended_at[at], self.ended_by[at] = -1, -1, 0
         self.best_z[at] = self.z[at]
         self.best_iou[at], self.best_loss[at], self.best_step[at] = -1.0, float("inf"), 0
@@ -383,7 +382,7 @@ class SilhouetteSwap(LightningModule):
                     self._ended_before_pruning.setdefault(self.row_group[r], []).append(entry)
                 self.row_index[r] = -1
             released = torch.tensor(finishing, device=self.z.device)
-            self.valid[released], self.alive[released] = False, False
+            self.alive[released] = False
             self._hand_over(results)
         if not any(index >= 0 for index in self.row_index) and not self.feeder.queue:
             self.trainer.should_stop = True  # every trajectory is done (the ticks are only an upper bound)
@@ -468,7 +467,9 @@ class SilhouetteSwap(LightningModule):
         k = s.prune_after
         at_k = [r for r, index in enumerate(self.row_index) if index >= 0 and self.row_step[r] == k]
         if at_k:  # whole groups: they started together
-            group = torch.where(self.valid & (row_step == k), self.group_ids, -1)
+            group = torch.full_like(self.group_ids, -1)
+            at = torch.tensor(at_k, device=group.device)
+            group[at] = self.group_ids[at]
             iou, loss, restart = self.best_iou, self.best_loss, self.restarts
             ended = [(g, *e) for g in dict.fromkeys(self.row_group[r] for r in at_k)
                      for e in self._ended_before_pruning.pop(g, [])]  # fmt: skip
