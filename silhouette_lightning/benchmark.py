@@ -20,6 +20,8 @@ import yaml
 from silhouette_lightning.config import SwapConfig, build_config, default_run_name, load_yaml
 from silhouette_lightning.errors import UsageError, WeightsError
 from silhouette_lightning.files import atomic_write_text
+from silhouette_lightning.flags import build_parser as run_parser
+from silhouette_lightning.flags import prog_name
 from silhouette_lightning.variants import Variant, bundled_groups, parse_variants, variant_config
 
 MODES = ("swap", "recovery")
@@ -74,9 +76,6 @@ def _number_list(kind):
 
 def build_parser() -> argparse.ArgumentParser:
     """The run flags (shared by every variant) plus the benchmark's own."""
-    from silhouette_lightning.cli import build_parser as run_parser
-    from silhouette_lightning.cli import prog_name
-
     d = BenchmarkSettings()
     p = run_parser(f"{prog_name()} benchmark")
     p.description = (
@@ -120,7 +119,9 @@ def parse_args(argv: list[str] | None) -> tuple[BenchmarkSettings, list[Variant]
     if settings.mode == "recovery":
         if args.get("data") or args.get("masks"):
             raise UsageError("--recovery generates its sources: leave out --data and --masks")
-        base.append({"loss": "bce_bg"})  # the paper's figure 5 setting (appendix C); a file or flag overrides it
+        # the paper's figure 5 setting (appendix C) and its starts (restart 0 at z_s, the others random); a file or
+        # flag overrides the loss, and best-of-N starts are refused below (they would replace those starts)
+        base.append({"loss": "bce_bg", "starts": 0})
     base += [load_yaml(config_file) if config_file else {}, args]
     variants = parse_variants(own["compare"])
     settings.print_config = bool(own["print_config"])
@@ -219,6 +220,12 @@ def run_benchmark(settings: BenchmarkSettings, variants: list[Variant], base: li
     log = log or eprint
     root = benchmark_dir(settings, base)
     configs = [variant_config(v, base, out=root) for v in variants]
+    if settings.mode == "recovery":
+        for variant, config in zip(variants, configs, strict=True):
+            if config.starts > config.restarts:
+                raise UsageError(f"--starts {config.starts} (variant {variant.label}): best-of-N starts do not apply to "
+                                 "--recovery, whose restart 0 starts at the known latent z_s and the others at random "
+                                 "latents; leave --starts out")  # fmt: skip
     if settings.mode == "swap" and not configs[0].data:
         raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks), or --recovery")
     if settings.print_config:

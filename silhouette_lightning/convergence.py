@@ -39,7 +39,6 @@ ALL = "all"
 COLUMNS = ["class", "class_name", "subject", "step", "statistic", "value"]
 DEFAULT_THRESHOLDS = (0.5, 0.75, 0.9)
 QUANTILES = (0.1, 0.5, 0.9)
-PER_STEP = ("best_iou_mean", "best_iou_q10", "best_iou_q50", "best_iou_q90", "pair_best_iou_mean", "loss_mean")
 Scope = tuple[str, str]  # (class id or "all", subject or "all")
 
 
@@ -130,7 +129,7 @@ def convergence_stats(records: Iterable[dict], thresholds: Iterable[float] = DEF
 
     `records`: trajectory records (`results.load_records(run_dir).values()`); those without an `iou_history`
     are left out. `heldout`: the held-out IoU of each (source, class id) pair that has one. Each row: `{"class", "class_name", "subject", "step", "statistic", "value"}`, `class` an
-    ImageNet id as text or "all", `step` an int for per-step statistics (PER_STEP) else None.
+    ImageNet id as text or "all", `step` an int for per-step statistics else None.
     """
     records = _with_history(records)
     thresholds = [float(t) for t in thresholds]

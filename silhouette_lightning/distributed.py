@@ -7,11 +7,17 @@ the world size to undo that is exact only when the world size is a power of two 
 Adam amplifies the rounding to 1e-2 in z within a few steps).
 """
 
+import os
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
 from silhouette_lightning.errors import UsageError
+
+NODE_TIMEOUT_ENV = "SILHOUETTE_NODE_TIMEOUT"
+DEFAULT_NODE_TIMEOUT_S = 1800  # Lightning's own default for the process group
 
 # Strategies that run in one process, where there is nothing to reduce.
 _SINGLE_PROCESS = ("auto", "single_device")
@@ -62,7 +68,7 @@ def _is_ddp(name: str) -> bool:
 
 def build_strategy(config) -> str | SummingDDPStrategy:
     """The Trainer's `strategy` for a run's settings: a `SummingDDPStrategy` (with the options of the DDP
-    variant asked for, and the rendezvous timeout of `lightning_setup.node_timeout`) whenever more than one
+    variant asked for, and the rendezvous timeout of `node_timeout`) whenever more than one
     process may run, else the single-process name as given.
 
     Raises:
@@ -73,8 +79,6 @@ def build_strategy(config) -> str | SummingDDPStrategy:
     problem = strategy_problem(name)
     if problem:
         raise UsageError(problem)
-    from silhouette_lightning.lightning_setup import node_timeout  # $SILHOUETTE_NODE_TIMEOUT, checked here
-
     many = config.num_nodes > 1 or str(config.devices) != "1"  # "auto", "-1", "0,1", 2, ...
     if name in _SINGLE_PROCESS and not (name == "auto" and many):
         return name
@@ -89,3 +93,17 @@ def check_summing(strategy, world_size: int) -> None:
             f"{type(strategy).__name__} over {world_size} processes would average the latents' gradients; "
             "build the Trainer's strategy with silhouette_lightning.distributed.build_strategy"
         )
+
+
+def node_timeout() -> timedelta:
+    """How long the nodes of a multi-node run wait for each other: `$SILHOUETTE_NODE_TIMEOUT` seconds (default 1800)."""
+    text = os.environ.get(NODE_TIMEOUT_ENV, "").strip()
+    if not text:
+        return timedelta(seconds=DEFAULT_NODE_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{NODE_TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return timedelta(seconds=seconds)

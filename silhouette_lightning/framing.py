@@ -14,6 +14,7 @@ silhouette, which the generator would then match, and the composite would stretc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 FITS = ("pad", "crop", "stretch")
@@ -58,8 +59,6 @@ def from_square(square: Tensor, height: int, width: int, fit: str) -> Tensor:
     """A square result `[C, s, s]` or `[s, s]` (image, mask) -> the same rank at the photo's `(height, width)`,
     on the pixels the square came from (float32 on the CPU). With `crop`, pixels outside the centred square
     have no result: they are 0 (a mask placed back there keeps the photo)."""
-    from silhouette_lightning.pictures.tensors import resize_image  # here: pictures' composite imports this module
-
     _check(fit)
     if fit == "stretch" or height == width:
         return resize_image(square, (height, width))
@@ -75,3 +74,25 @@ def from_square(square: Tensor, height: int, width: int, fit: str) -> Tensor:
 def _check(fit: str) -> None:
     if fit not in FITS:
         raise ValueError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+
+
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize an image [3, H, W] or a mask [H, W] to `size` = (height, width), bilinear with antialias.
+
+    Returns the same rank as the input, float on the CPU; the input is returned as a copy when it
+    already has that size.
+    """
+    height, width = int(size[0]), int(size[1])
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive (height, width), got {size}")
+    t = image.detach().to("cpu", torch.float32)
+    if t.dim() == 2:
+        x = t[None, None]  # [1, 1, H, W]
+    elif t.dim() == 3:
+        x = t[None]  # [1, C, H, W]
+    else:
+        raise ValueError(f"resize_image takes [3, H, W] or [H, W], got {list(image.shape)}")
+    if tuple(x.shape[-2:]) == (height, width):
+        return t.clone()
+    out = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return out[0, 0] if t.dim() == 2 else out[0]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from datetime import timedelta
 
 import torch
 
 from silhouette_lightning.config import SwapConfig
+from silhouette_lightning.distributed import NODE_TIMEOUT_ENV, node_timeout
 from silhouette_lightning.errors import UsageError
 
 _FLAGS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
@@ -19,10 +19,6 @@ _FLAGS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 
 def _flags(config: SwapConfig) -> str:
     return " ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in _FLAGS)
-
-
-NODE_TIMEOUT_ENV = "SILHOUETTE_NODE_TIMEOUT"
-DEFAULT_NODE_TIMEOUT_S = 1800  # Lightning's own default for the process group
 
 
 def check_lightning_settings(config: SwapConfig):
@@ -69,28 +65,6 @@ def check_lightning_settings(config: SwapConfig):
                 f"NODE_RANK (0 to {config.num_nodes - 1}) set, or launch it with torchrun or srun (README: Clusters)"
             )
     return connector.cluster_environment
-
-
-def node_timeout() -> timedelta:
-    """How long the nodes of a multi-node run wait for each other: `$SILHOUETTE_NODE_TIMEOUT` seconds (default 1800)."""
-    text = os.environ.get(NODE_TIMEOUT_ENV, "").strip()
-    if not text:
-        return timedelta(seconds=DEFAULT_NODE_TIMEOUT_S)
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise UsageError(f"{NODE_TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
-    return timedelta(seconds=seconds)
-
-
-def trainer_strategy(config: SwapConfig):
-    """`--strategy` for the Trainer: `distributed.build_strategy` (DDP that sums gradients, with the
-    `node_timeout()` rendezvous, whenever several processes may run)."""
-    from silhouette_lightning.distributed import build_strategy
-
-    return build_strategy(config)
 
 
 def waiting_message(config: SwapConfig, cluster) -> str:

@@ -35,10 +35,19 @@ from silhouette_lightning.tb_steps import ContinuedTensorBoardLogger, ReserveSte
 from silhouette_lightning.writer import ResultWriter
 
 # Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
-# items are made in the main process on purpose, and a short run logs every step on purpose.
-for pattern in (".*in eval mode.*", ".*treespec.*", ".*does not have many workers.*", ".*smaller than the logging interval.*",
-                ".*`training_step` returned `None`.*", ".*sync_dist=True.*"):  # fmt: skip
-    warnings.filterwarnings("ignore", message=pattern)
+# items are made in the main process on purpose, and a short run logs every step on purpose. Filtered while a run
+# runs (`quiet_expected_warnings`), never process-wide on import.
+EXPECTED_WARNINGS = (".*in eval mode.*", ".*treespec.*", ".*does not have many workers.*",
+                     ".*smaller than the logging interval.*", ".*`training_step` returned `None`.*", ".*sync_dist=True.*")  # fmt: skip
+
+
+@contextlib.contextmanager
+def quiet_expected_warnings():
+    """Within the block, the warnings of EXPECTED_WARNINGS are not shown; the filters are restored after."""
+    with warnings.catch_warnings():
+        for pattern in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
 
 
 def eprint(*args) -> None:
@@ -123,6 +132,7 @@ def run(config: SwapConfig, **kwargs) -> Path:
     Keywords as `run_job`'s. Another run on the same folder at the same time is refused (run_lock.py).
     """
     with contextlib.ExitStack() as held:
+        held.enter_context(quiet_expected_warnings())
         return run_job(config, held, **kwargs)
 
 

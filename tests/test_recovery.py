@@ -28,6 +28,7 @@ def test_recovery_reports_per_transform(tmp_path, tiny_generator):
     root = run_tiny(recovery_flags(tmp_path), tiny_generator, decisive_ensemble())
     run = root / "base"
     assert (run / "config.yaml").read_text().count("loss: bce_bg") == 1  # the paper's figure 5 loss by default
+    assert "starts: 0\n" in (run / "config.yaml").read_text()  # what ran: restart 0 from z_s, the others random
     rows = read_csv(root / "recovery.csv")
     transforms = [(r["shift"], r["rotation"], r["start"]) for r in rows]
     assert transforms == [(s, r, k) for s in ("0", "4") for r in ("0.0", "20.0") for k in ("z_s", "random")]
@@ -87,7 +88,7 @@ def test_recovery_from_the_command_line_with_any_generator(tmp_path, generator_d
 @pytest.mark.parametrize(
     "extra, message",
     [(["--data", "x"], "leave out --data"), (["--latents", "0"], "--latents"), (["--rotations", "400"], "rotations"),
-     (["--shifts", "0,0"], "twice")],
+     (["--shifts", "0,0"], "twice"), (["--starts", "16"], "do not apply to --recovery")],
 )  # fmt: skip
 def test_bad_recovery_settings_exit_2(tmp_path, extra, message, capsys):
     from silhouette_lightning.cli import main

@@ -6,9 +6,10 @@ Conventions of every picture module: images are [3, H, W] and masks [H, W], floa
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+
+from silhouette_lightning.framing import resize_image
 
 
 def _as_image(image: Tensor, name: str = "image") -> Tensor:
@@ -46,28 +47,6 @@ def to_pil(image: Tensor) -> Image.Image:
     t = _as_image(t)
     array = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()  # [H, W, 3]
     return Image.fromarray(array, mode="RGB")
-
-
-def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """Resize an image [3, H, W] or a mask [H, W] to `size` = (height, width), bilinear with antialias.
-
-    Returns the same rank as the input, float on the CPU; the input is returned as a copy when it
-    already has that size.
-    """
-    height, width = int(size[0]), int(size[1])
-    if height < 1 or width < 1:
-        raise ValueError(f"size must be positive (height, width), got {size}")
-    t = image.detach().to("cpu", torch.float32)
-    if t.dim() == 2:
-        x = t[None, None]  # [1, 1, H, W]
-    elif t.dim() == 3:
-        x = t[None]  # [1, C, H, W]
-    else:
-        raise ValueError(f"resize_image takes [3, H, W] or [H, W], got {list(image.shape)}")
-    if tuple(x.shape[-2:]) == (height, width):
-        return t.clone()
-    out = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    return out[0, 0] if t.dim() == 2 else out[0]
 
 
 def _fit(image: Tensor, size: tuple[int, int], fill: float = 0.38) -> Tensor:
