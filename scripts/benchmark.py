@@ -41,11 +41,11 @@ from torch import Tensor, nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.utils.flop_counter import FlopCounterMode
 
-from silhouette_lightning.classes import VOC_CLASSES
+from silhouette_lightning.core.classes import VOC_CLASSES
+from silhouette_lightning.engine.module import SilhouetteSwap
+from silhouette_lightning.inputs.trajectories import initial_latents
 from silhouette_lightning.models.biggan import BIGGAN_NAMES, build_random_generator, tiny_biggan_config
 from silhouette_lightning.models.segmenters import SegmenterEnsemble, load_ensemble
-from silhouette_lightning.module import SilhouetteSwap
-from silhouette_lightning.trajectories import initial_latents
 
 PEAKS = {  # dense (no sparsity) tensor-core peaks of an H100 SXM, TFLOP/s, for --peak-tflops
     "bf16": 989.0,
@@ -310,9 +310,9 @@ def measure_matmul_peak(device: torch.device, repeats: int = 10) -> dict:
 
 
 def whole_run(config, generator: nn.Module, ensemble: nn.Module) -> dict:
-    """Run the whole tool (`silhouette_lightning.run.run`) as configured, timing every step (`StepClock`)."""
-    from silhouette_lightning.run import run
-    from silhouette_lightning.timing import StepClock
+    """Run the whole tool (`silhouette_lightning.run.job.run`) as configured, timing every step (`StepClock`)."""
+    from silhouette_lightning.engine.timing import StepClock
+    from silhouette_lightning.run.job import run
 
     clock = StepClock()
     run(config, generator=generator, ensemble=ensemble, callbacks=[clock], log=lambda *a: None)
@@ -324,7 +324,7 @@ def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = prin
     models, batch and seg size: the per-step cost of Lightning, logging and best-so-far tracking."""
     from PIL import Image, ImageDraw
 
-    from silhouette_lightning.config import SwapConfig
+    from silhouette_lightning.config.settings import SwapConfig
 
     device = torch.device(args.device)
     batch, size = args.batches[0], args.seg_sizes[0]
@@ -354,7 +354,7 @@ def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = prin
 
 def end_to_end(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     """The default command on `--end-to-end DATA` with random weights, timed whole, against its bare steps."""
-    from silhouette_lightning.config import build_config
+    from silhouette_lightning.config.settings import build_config
 
     device = torch.device(args.device)
     size = args.seg_sizes[0]
@@ -507,8 +507,8 @@ def profile_step(
 def time_pictures(generator: nn.Module, ensemble: SegmenterEnsemble, args: argparse.Namespace) -> dict:
     """Seconds to render and write one group's pictures as `ResultWriter` does with `--save-images all`:
     7 latents (best + 6 frames) through generator and ensemble in fp32, then PNGs, a strip and a GIF."""
-    from silhouette_lightning import pictures
-    from silhouette_lightning.files import atomic_save_image
+    from silhouette_lightning.core.files import atomic_save_image
+    from silhouette_lightning.outputs import pictures
 
     device = next(generator.parameters()).device
     module = make_module(generator, ensemble, 7, args)

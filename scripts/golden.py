@@ -28,12 +28,8 @@ TIMING = ("seconds",)  # wall-clock numbers: never the same twice
 
 def _tiny_models(size: int):
     from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
+    from silhouette_lightning.models.tiny import decisive_ensemble
 
-    try:
-        from silhouette_lightning.models.tiny import decisive_ensemble
-    except ImportError:  # before the tiny models moved into the package
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import decisive_ensemble
     return build_random_generator(tiny_biggan_config(), seed=0), decisive_ensemble(size)
 
 
@@ -64,7 +60,7 @@ def _run_all(out: Path) -> list[Path]:
 
     torch.set_num_threads(1)
     from silhouette_lightning.cli import _parse
-    from silhouette_lightning.run import run
+    from silhouette_lightning.run.job import run
 
     generator, ensemble = _tiny_models(32)
     common = ["--masks", "--classes", "1,3", "--seg-size", "32", "--accelerator", "cpu", "--frames", "3",
@@ -77,12 +73,8 @@ def _run_all(out: Path) -> list[Path]:
     config, _ = _parse(["--data", str(photos), *[c for c in common if c != "--masks"], "--starts", "0", "--restarts",
                         "2", "--steps", "4", "--batch-size", "3", "--fit", "pad", "--name", "photos"])  # fmt: skip
     done.append(run(config, generator=generator, ensemble=ensemble, enable_progress_bar=False, log=lambda *a: None))
-    from silhouette_lightning.cli import main as cli_main
+    from silhouette_lightning.bench import benchmark as bench
 
-    try:
-        from silhouette_lightning.bench import benchmark as bench
-    except ImportError:
-        from silhouette_lightning import benchmark as bench
     settings, variants, base = bench.parse_args(
         ["--recovery", "--classes", "1", "--shifts", "0,3", "--rotations", "0", "--restarts", "2", "--steps", "4",
          "--batch-size", "4", "--starts", "0", "--seg-size", "32", "--accelerator", "cpu", "--heldout", "none",
@@ -91,7 +83,6 @@ def _run_all(out: Path) -> list[Path]:
     root = bench.run_benchmark(settings, variants, base, generator=generator, ensemble=ensemble,
                                enable_progress_bar=False, log=lambda *a: None)  # fmt: skip
     done += [root / v.folder for v in variants]
-    del cli_main
     return done
 
 

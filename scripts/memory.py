@@ -22,9 +22,9 @@ def one_run(sources: int, workdir: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from conftest import draw_mask, tiny_ensemble
 
-    from silhouette_lightning.config import build_config
+    from silhouette_lightning.config.settings import build_config
     from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
-    from silhouette_lightning.run import run
+    from silhouette_lightning.run.job import run
 
     data = workdir / "data"
     for i in range(sources):

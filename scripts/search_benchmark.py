@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 FORWARD_SHARE = 1 / 3  # cost of a forward-only candidate score, in latent steps (forward + backward)
 SUBJECT = "sofa"  # the VOC channel the tiny colour segmenters see most in the tiny BigGAN's images
@@ -43,9 +43,9 @@ def make_targets(folder: Path, generator, ensemble, count: int, class_id: int = 
     """`count` silhouettes of G(z*, class) with a subject covering at least 5% of the image, as PNG masks."""
     from PIL import Image
 
-    from silhouette_lightning.classes import VOC_CLASSES
-    from silhouette_lightning.module import SilhouetteSwap
-    from silhouette_lightning.trajectories import initial_latents, trajectory_seed
+    from silhouette_lightning.core.classes import VOC_CLASSES
+    from silhouette_lightning.engine.module import SilhouetteSwap
+    from silhouette_lightning.inputs.trajectories import initial_latents, trajectory_seed
 
     module = SilhouetteSwap(generator, ensemble, batch_size=1)
     z_star = initial_latents([trajectory_seed(12345, "target", class_id, i) for i in range(8 * count)],
@@ -101,13 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                         "early stop or pruning free are refilled")  # fmt: skip
     args = p.parse_args(argv)
 
-    from conftest import tiny_ensemble
-
-    from silhouette_lightning.config import build_config
+    from silhouette_lightning.config.settings import build_config
+    from silhouette_lightning.engine.timing import StepClock
     from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
-    from silhouette_lightning.results import load_records
-    from silhouette_lightning.run import run
-    from silhouette_lightning.timing import StepClock
+    from silhouette_lightning.models.tiny import tiny_ensemble
+    from silhouette_lightning.outputs.records import load_records
+    from silhouette_lightning.run.job import run
 
     generator, ensemble = build_random_generator(tiny_biggan_config(), seed=0), tiny_ensemble(32)
     data = args.work / "targets"

@@ -4,7 +4,7 @@
         --seg-size 32 --accelerator cpu
 
 Takes every `train.py benchmark` flag; the generator is a tiny random BigGAN (32 px, 10 classes) and the segmenters
-two tiny random "decisive" dog segmenters (tests/conftest.py), built the same way in every process: with
+two tiny random "decisive" dog segmenters (silhouette_lightning/models/tiny.py), built the same way in every process: with
 `--devices 2 --strategy ddp` Lightning starts this file again for each rank, and every rank must hold the same models.
 A variant's generator and segmenters settings are recorded but not loaded. Nothing here has learned anything: the
 numbers show that the benchmark works, not how BigGAN behaves.
@@ -16,15 +16,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's package (not an installed one) and the test models
+sys.path[:0] = [str(ROOT)]  # this checkout's package, not an installed one
 
 
 def main(argv: list[str] | None = None) -> int:
-    from conftest import decisive_ensemble
-
-    from silhouette_lightning.benchmark import parse_args, run_benchmark
-    from silhouette_lightning.errors import UsageError
+    from silhouette_lightning.bench.benchmark import parse_args, run_benchmark
+    from silhouette_lightning.core.errors import UsageError
     from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
+    from silhouette_lightning.models.tiny import decisive_ensemble
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--heldout" not in argv:

@@ -1,7 +1,7 @@
 """silhouette-lightning: BigGAN subject swapping controlled by segmentation networks, on PyTorch Lightning."""
 
 from silhouette_lightning.api import Swap, swap
-from silhouette_lightning.results import regenerate
+from silhouette_lightning.outputs.records import regenerate
 
 __all__ = ["Swap", "regenerate", "swap"]
 __version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)

@@ -14,8 +14,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
-from silhouette_lightning.config import build_config
-from silhouette_lightning.results import regenerate
+from silhouette_lightning.config.settings import build_config
+from silhouette_lightning.outputs.records import regenerate
 
 
 @dataclass
@@ -54,7 +54,7 @@ def swap(
     folder as `--generator` takes, or an already loaded BigGAN; `ensemble`/`heldout_model`: loaded networks.
     """
     from silhouette_lightning.models.biggan import generator_origin
-    from silhouette_lightning.run import run
+    from silhouette_lightning.run.job import run
 
     if isinstance(generator, (str, Path)):
         settings["generator"], generator = (
@@ -96,14 +96,14 @@ def _run_name(file_name: str, content: bytes, settings: dict) -> str:
 
 
 def _to_pil(image: Tensor) -> Image.Image:
-    from silhouette_lightning.pictures import to_pil
+    from silhouette_lightning.outputs.pictures import to_pil
 
     return to_pil(image)
 
 
 def _read_results(run_dir: Path, generator) -> list[Swap]:
     """Best image (regenerated from its latent), silhouette and IoU of every class of the run."""
-    from silhouette_lightning.results import read_results
+    from silhouette_lightning.outputs.records import read_results
 
     swaps = []
     for row in read_results(run_dir):

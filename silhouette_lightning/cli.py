@@ -6,9 +6,9 @@ import sys
 
 import torch
 
-from silhouette_lightning.config import SwapConfig, build_config, config_yaml, load_yaml
-from silhouette_lightning.errors import OutputError, UsageError, WeightsError
-from silhouette_lightning.flags import COMMAND, build_parser, prog_name
+from silhouette_lightning.config.flags import COMMAND, build_parser, prog_name
+from silhouette_lightning.config.settings import SwapConfig, build_config, config_yaml, load_yaml
+from silhouette_lightning.core.errors import OutputError, UsageError, WeightsError
 
 __all__ = ["COMMAND", "build_parser", "config_from_args", "main", "prog_name"]
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["benchmark"]:
-        from silhouette_lightning.benchmark import main as benchmark_main
+        from silhouette_lightning.bench.benchmark import main as benchmark_main
 
         return benchmark_main(argv[1:])
     try:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if print_config:
             print(config_yaml(config), end="")
             return 0
-        from silhouette_lightning.run import run
+        from silhouette_lightning.run.job import run
 
         run(config)
     except (UsageError, WeightsError) as e:

@@ -6,8 +6,8 @@ import torch
 from conftest import draw_mask
 
 from silhouette_lightning import swap
-from silhouette_lightning.errors import UsageError
-from silhouette_lightning.results import regenerate
+from silhouette_lightning.core.errors import UsageError
+from silhouette_lightning.outputs.records import regenerate
 
 TINY = {"restarts": 2, "steps": 2, "seg_size": 32, "accelerator": "cpu", "save_images": "none", "heldout": "none"}
 

@@ -9,12 +9,12 @@ from conftest import draw_mask, read_csv
 from corpus import CORPUS_MAX_PIXELS, make_bad_corpus, make_mask_corpus
 from torch import nn
 
-from silhouette_lightning import run as run_module
+from silhouette_lightning.bench.recovery import recover
 from silhouette_lightning.cli import main
 from silhouette_lightning.models.frozen import freeze
 from silhouette_lightning.models.segmenters import IMAGENET_MEAN, IMAGENET_STD, SegmenterEnsemble
-from silhouette_lightning.recovery import recover
-from silhouette_lightning.results import summary_row
+from silhouette_lightning.outputs.records import summary_row
+from silhouette_lightning.run import job as run_module
 
 
 class BrightIsDog(nn.Module):
@@ -172,7 +172,7 @@ def test_api_photo_without_subject_raises_a_clear_error(tmp_path, tiny_generator
     from PIL import Image
 
     from silhouette_lightning import swap
-    from silhouette_lightning.errors import UsageError
+    from silhouette_lightning.core.errors import UsageError
 
     black = Image.new("RGB", (48, 48))
     ensemble = freeze(SegmenterEnsemble([BrightIsDog()], [1.0], 32))

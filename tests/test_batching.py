@@ -2,8 +2,8 @@
 
 import torch
 
-from silhouette_lightning.batching import CPU_BATCH, auto_batch_size, largest_fitting, step_fits
-from silhouette_lightning.config import build_config
+from silhouette_lightning.config.settings import build_config
+from silhouette_lightning.engine.batching import CPU_BATCH, auto_batch_size, largest_fitting, step_fits
 
 
 def test_largest_fitting_power_of_two():

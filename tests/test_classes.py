@@ -1,10 +1,10 @@
-"""Tests for silhouette_lightning.classes: ImageNet and VOC classes from what a user types."""
+"""Tests for silhouette_lightning.core.classes: ImageNet and VOC classes from what a user types."""
 
 from __future__ import annotations
 
 import pytest
 
-from silhouette_lightning.classes import (
+from silhouette_lightning.core.classes import (
     IMAGENET_CLASSES,
     VOC_CLASSES,
     imagenet_name,
@@ -13,7 +13,7 @@ from silhouette_lightning.classes import (
     resolve_voc_class,
     voc_name,
 )
-from silhouette_lightning.errors import UsageError
+from silhouette_lightning.core.errors import UsageError
 
 
 def test_class_lists_match_the_project_conventions() -> None:

@@ -8,8 +8,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchvision.transforms.functional import pil_to_tensor
 
 from silhouette_lightning.cli import main
-from silhouette_lightning.pictures import mask_overlay
-from silhouette_lightning.results import regenerate
+from silhouette_lightning.outputs.pictures import mask_overlay
+from silhouette_lightning.outputs.records import regenerate
 
 
 def test_end_to_end(cli_args, tmp_path, capsys):
@@ -99,7 +99,7 @@ def test_resume_after_interrupt_gives_the_same_table(cli_args, tmp_path, monkeyp
     assert main(cli_args("--save-images", "none", name="whole")) == 0
     whole = read_csv(tmp_path / "out" / "whole" / "results.csv")
 
-    from silhouette_lightning import writer
+    from silhouette_lightning.engine import writer
 
     original = writer.ResultWriter.on_train_batch_end
     chunks = []
@@ -143,7 +143,7 @@ def test_poisson_blend_without_opencv_says_what_to_install(cli_args, capsys):
 
 def test_class_typo_fails_before_any_weights_load(cli_args, monkeypatch, capsys):
     """A misspelled class must not wait for (or trigger) a weights download."""
-    from silhouette_lightning import run as run_module
+    from silhouette_lightning.run import job as run_module
 
     def no_load(*args, **kwargs):
         raise AssertionError("weights were loaded before the class names were checked")

@@ -7,9 +7,9 @@ import pytest
 from conftest import decisive_ensemble, read_csv
 from PIL import Image
 
-from silhouette_lightning.benchmark import parse_args, run_benchmark
+from silhouette_lightning.bench.benchmark import parse_args, run_benchmark
+from silhouette_lightning.bench.variants import Variant, parse_key_values, parse_variants
 from silhouette_lightning.cli import main
-from silhouette_lightning.variants import Variant, parse_key_values, parse_variants
 
 
 class LinkParser(HTMLParser):

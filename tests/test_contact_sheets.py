@@ -4,9 +4,9 @@ from conftest import draw_mask, read_csv
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from silhouette_lightning import pictures
 from silhouette_lightning.cli import main
-from silhouette_lightning.pictures import CAPTION_HEIGHT, GAP
+from silhouette_lightning.outputs import pictures
+from silhouette_lightning.outputs.pictures import CAPTION_HEIGHT, GAP
 
 
 def test_pages_titles_and_skipped_rows(cli_args, tmp_path, monkeypatch):

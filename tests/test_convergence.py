@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import interrupted_after_first_chunk, read_csv
 
-from silhouette_lightning.convergence import by_scope, convergence_stats, log_convergence, read_convergence
-from silhouette_lightning.results import load_records
+from silhouette_lightning.outputs.convergence import by_scope, convergence_stats, log_convergence, read_convergence
+from silhouette_lightning.outputs.records import load_records
 
 THRESHOLDS = [0.5, 0.75, 0.9]
 STEPS = 6

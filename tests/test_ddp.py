@@ -42,7 +42,7 @@ def test_many_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path, w
             b["source"], b["class_id"], b["best_restart"], b["best_step"], b["best_iou"])  # fmt: skip
         assert float(a["best_loss"]) == pytest.approx(float(b["best_loss"]), rel=1e-6)
     # every trajectory recorded exactly once, with the latent of the one-process run
-    from silhouette_lightning.results import records_dir
+    from silhouette_lightning.outputs.records import records_dir
 
     def records(name):
         parts = records_dir(tmp_path / "out" / name).glob("part-*.pt")
@@ -57,7 +57,7 @@ def test_many_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path, w
         assert torch.equal(r["best_z"], alone["best_z"]), (r["best_z"] - alone["best_z"]).abs().max()
         assert torch.equal(r["frames"], alone["frames"]), (r["frames"] - alone["frames"]).abs().max()
     # the same convergence statistics (wall-clock seconds aside), from histories gathered over both ranks
-    from silhouette_lightning.convergence import read_convergence
+    from silhouette_lightning.outputs.convergence import read_convergence
 
     def timeless(run):
         return {(r["class"], r["subject"], r["step"], r["statistic"]): r["value"]
@@ -73,7 +73,7 @@ def test_sigkill_then_resume_loses_nothing_finished(cli_args, torch_home, tmp_pa
     import signal
     import time
 
-    from silhouette_lightning.results import records_dir
+    from silhouette_lightning.outputs.records import records_dir
 
     def args(name):
         a = cli_args("--save-images", "none", "--image-every", "0", name=name)
@@ -108,7 +108,7 @@ def test_search_options_give_the_same_answer_on_two_processes(cli_args, torch_ho
     assert one.returncode == 0, one.stderr[-3000:]
     two = _train(cli_args(*flags, "--devices", "2", "--strategy", "ddp", name="two"), torch_home)
     assert two.returncode == 0, two.stderr[-3000:]
-    from silhouette_lightning.results import load_records
+    from silhouette_lightning.outputs.records import load_records
 
     a, b = load_records(tmp_path / "out" / "one"), load_records(tmp_path / "out" / "two")
     assert a.keys() == b.keys() and len(a) == 12

@@ -4,9 +4,14 @@ import pytest
 from lightning.pytorch.strategies import DDPStrategy
 
 from silhouette_lightning.cli import main
-from silhouette_lightning.config import build_config
-from silhouette_lightning.distributed import SummingDDPStrategy, allreduce_sum_hook, build_strategy, check_summing
-from silhouette_lightning.errors import UsageError
+from silhouette_lightning.config.settings import build_config
+from silhouette_lightning.core.errors import UsageError
+from silhouette_lightning.engine.distributed import (
+    SummingDDPStrategy,
+    allreduce_sum_hook,
+    build_strategy,
+    check_summing,
+)
 
 
 def test_one_device_keeps_lightnings_single_process_strategy():

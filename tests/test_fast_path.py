@@ -11,12 +11,12 @@ from conftest import read_csv
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 from silhouette_lightning.cli import config_from_args, main
-from silhouette_lightning.config import SwapConfig
-from silhouette_lightning.fast_path import resolve_machine_defaults, use_compile_cache
+from silhouette_lightning.config.settings import SwapConfig
+from silhouette_lightning.engine.module import SilhouetteSwap
+from silhouette_lightning.inputs.trajectories import initial_latents
 from silhouette_lightning.models.biggan import load_generator
 from silhouette_lightning.models.frozen import bake_spectral_norm, freeze
-from silhouette_lightning.module import SilhouetteSwap
-from silhouette_lightning.trajectories import initial_latents
+from silhouette_lightning.run.machine import resolve_machine_defaults, use_compile_cache
 
 
 def test_defaults_are_auto_and_resolve_per_machine():
@@ -107,7 +107,7 @@ def test_compiled_scoring_step_equals_eager(tiny_generator, ensemble):
 
 
 def test_step_clock_times_plain_steps_and_leaves_loading_and_finishing_steps_out():
-    from silhouette_lightning.timing import StepClock
+    from silhouette_lightning.engine.timing import StepClock
 
     clock = StepClock()
     clock.created = 0.0

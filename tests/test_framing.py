@@ -7,11 +7,11 @@ from conftest import read_csv
 from PIL import Image, ImageDraw
 from torch import nn
 
-from silhouette_lightning.framing import FITS, from_square, square_box, to_square
+from silhouette_lightning.inputs.framing import FITS, from_square, square_box, to_square
+from silhouette_lightning.inputs.target_maps import mask_target, segment_photo
 from silhouette_lightning.models.frozen import freeze
 from silhouette_lightning.models.segmenters import SegmenterEnsemble
-from silhouette_lightning.pictures import composite
-from silhouette_lightning.target_maps import mask_target, segment_photo
+from silhouette_lightning.outputs.pictures import composite
 
 DOG = 12
 
@@ -97,9 +97,9 @@ def test_to_square_and_back_is_the_identity_on_the_photo(height, width, fit):
 
 
 def test_fit_is_a_result_setting_checked_before_the_run(tmp_path):
-    from silhouette_lightning.config import SwapConfig, build_config
-    from silhouette_lightning.errors import UsageError
-    from silhouette_lightning.run import prepare_run_dir
+    from silhouette_lightning.config.settings import SwapConfig, build_config
+    from silhouette_lightning.core.errors import UsageError
+    from silhouette_lightning.run.job import prepare_run_dir
 
     assert build_config({}).fit == "pad" and "fit" not in SwapConfig.RUNTIME_ONLY
     settings = {"out": str(tmp_path), "name": "run"}
@@ -113,8 +113,8 @@ def test_fit_is_a_result_setting_checked_before_the_run(tmp_path):
 def test_a_4x3_photo_run_writes_a_composite_at_the_photos_size(cli_args, tmp_path, bright_ensemble, monkeypatch):
     """End to end with photos: target maps are square, composites have the photo's (scaled) proportions, and
     the target-map cache is keyed by the fit."""
-    from silhouette_lightning import run as run_module
     from silhouette_lightning.cli import main
+    from silhouette_lightning.run import job as run_module
 
     monkeypatch.setattr(run_module, "load_ensemble", lambda spec, size, pretrained: bright_ensemble)
 

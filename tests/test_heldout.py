@@ -8,10 +8,10 @@ from conftest import read_csv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.models import get_model
 
-from silhouette_lightning import writer
 from silhouette_lightning.cli import main
-from silhouette_lightning.results import regenerate
-from silhouette_lightning.target_maps import target_path
+from silhouette_lightning.engine import writer
+from silhouette_lightning.inputs.target_maps import target_path
+from silhouette_lightning.outputs.records import regenerate
 
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 DOG = 12  # VOC index

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_jaccard_index
 
-from silhouette_lightning.losses import LOSSES, ensemble_probs, map_loss, trajectory_loss
-from silhouette_lightning.metrics import MeanIoU, silhouette_iou
+from silhouette_lightning.search.losses import LOSSES, ensemble_probs, map_loss, trajectory_loss
+from silhouette_lightning.search.metrics import MeanIoU, silhouette_iou
 
 
 def _probs(b=3, c=21, s=8, seed=0):
@@ -95,7 +95,7 @@ def test_losses_are_per_trajectory(loss):
 
 def _score_under_autocast(tiny_generator, ensemble, loss, device="cpu"):
     """`SilhouetteSwap.score` of 3 latents under bf16 autocast, as a bf16-mixed training step runs it."""
-    from silhouette_lightning.module import SilhouetteSwap
+    from silhouette_lightning.engine.module import SilhouetteSwap
 
     module = SilhouetteSwap(tiny_generator, ensemble, batch_size=3, loss=loss).to(device)
     g = torch.Generator().manual_seed(0)
@@ -111,7 +111,7 @@ def _score_under_autocast(tiny_generator, ensemble, loss, device="cpu"):
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_loss_runs_in_float32_outside_autocast(tiny_generator, ensemble, loss, monkeypatch):
     """CUDA autocast refuses binary_cross_entropy; on the CPU, prove the loss never sees autocast at all."""
-    import silhouette_lightning.losses as losses
+    import silhouette_lightning.search.losses as losses
 
     seen = []
     real = losses.map_loss
@@ -169,7 +169,7 @@ def test_ensemble_of_bf16_logits_is_combined_in_float32(mode):
 
 def test_target_map_of_a_bf16_ensemble_is_combined_in_float32(ensemble):
     """A target map segmented under bf16 autocast weighs the members exactly as the loss side does."""
-    from silhouette_lightning.target_maps import segment_photo
+    from silhouette_lightning.inputs.target_maps import segment_photo
 
     photo = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2))
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -16,7 +16,7 @@ import torch
 from pytorch_pretrained_biggan import BigGAN
 from torchvision.models import get_model
 
-from silhouette_lightning.errors import UsageError, WeightsError
+from silhouette_lightning.core.errors import UsageError, WeightsError
 from silhouette_lightning.models import fetch
 from silhouette_lightning.models.biggan import (
     BIGGAN_NAMES,

@@ -4,11 +4,11 @@ trajectory the same result whatever else shares its batch."""
 import pytest
 import torch
 
-from silhouette_lightning.losses import ensemble_probs
+from silhouette_lightning.bench.recovery import recover, transform_image
+from silhouette_lightning.engine.module import SilhouetteSwap, frame_steps
+from silhouette_lightning.inputs.trajectories import enumerate_trajectories, initial_latents, trajectory_seed
 from silhouette_lightning.models.frozen import is_frozen
-from silhouette_lightning.module import SilhouetteSwap, frame_steps
-from silhouette_lightning.recovery import recover, transform_image
-from silhouette_lightning.trajectories import enumerate_trajectories, initial_latents, trajectory_seed
+from silhouette_lightning.search.losses import ensemble_probs
 
 
 @pytest.fixture

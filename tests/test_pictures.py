@@ -1,4 +1,4 @@
-"""Tests for silhouette_lightning.pictures and the shipped sample masks (tiny tensors, CPU)."""
+"""Tests for silhouette_lightning.outputs.pictures and the shipped sample masks (tiny tensors, CPU)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image, ImageFont
 from PIL._util import DeferredError
 from scipy import ndimage
 
-from silhouette_lightning.pictures import (
+from silhouette_lightning.outputs.pictures import (
     CAPTION_HEIGHT,
     GAP,
     composite,
@@ -26,7 +26,7 @@ from silhouette_lightning.pictures import (
     tensorboard_panel,
     to_pil,
 )
-from silhouette_lightning.pictures import text as picture_text
+from silhouette_lightning.outputs.pictures import text as picture_text
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = ["dog/dog_sitting.png", "dog/dog_standing.png", "cat/cat_sitting.png", "bird/bird_perched.png"]

@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image
 from test_convergence import synthetic_records
 
-from silhouette_lightning.convergence import convergence_stats
-from silhouette_lightning.plots import plot_curves, write_plots
+from silhouette_lightning.outputs.convergence import convergence_stats
+from silhouette_lightning.outputs.plots import plot_curves, write_plots
 
 
 def _is_picture(path, min_size=300):

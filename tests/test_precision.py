@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from silhouette_lightning.bench.recovery import recover
 from silhouette_lightning.cli import main
-from silhouette_lightning.config import PRECISIONS, build_config
-from silhouette_lightning.errors import UsageError
-from silhouette_lightning.recovery import recover
+from silhouette_lightning.config.settings import PRECISIONS, build_config
+from silhouette_lightning.core.errors import UsageError
 
 
 @pytest.mark.parametrize("given, lightning_name", [("32-true", "32-true"), ("32", "32-true"), (32, "32-true"),

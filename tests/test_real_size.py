@@ -4,10 +4,10 @@ paths that tiny models cannot show."""
 import pytest
 from conftest import draw_mask, read_csv
 
-from silhouette_lightning.config import build_config
+from silhouette_lightning.config.settings import build_config
 from silhouette_lightning.models.biggan import build_random_generator
 from silhouette_lightning.models.segmenters import load_ensemble
-from silhouette_lightning.run import run
+from silhouette_lightning.run.job import run
 
 
 @pytest.mark.slow

@@ -6,10 +6,10 @@ import pytest
 from conftest import decisive_ensemble, read_csv
 from PIL import Image
 
-from silhouette_lightning.benchmark import parse_args, run_benchmark
-from silhouette_lightning.convergence import best_so_far
-from silhouette_lightning.recovery import read_plan
-from silhouette_lightning.results import load_records
+from silhouette_lightning.bench.benchmark import parse_args, run_benchmark
+from silhouette_lightning.bench.recovery import read_plan
+from silhouette_lightning.outputs.convergence import best_so_far
+from silhouette_lightning.outputs.records import load_records
 
 
 def recovery_flags(tmp_path, *extra, name="rec"):

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from silhouette_lightning.refill import RowQueue, most_ticks, pack_units, queue_units
-from silhouette_lightning.row_adam import RowAdam
+from silhouette_lightning.search.refill import RowQueue, most_ticks, pack_units, queue_units
+from silhouette_lightning.search.row_adam import RowAdam
 
 DEVICES = [
     "cpu",
@@ -99,7 +99,7 @@ def test_most_ticks_bounds_every_refilled_schedule(whole):
 def test_image_panels_follow_every_and_rows_ending_without_a_panel_per_step():
     from types import SimpleNamespace
 
-    from silhouette_lightning.tb_images import ImagePanels
+    from silhouette_lightning.engine.panels import ImagePanels
 
     def module(steps=25, ended=()):
         return SimpleNamespace(batch_size=4, steps=steps, finished_now=list(ended))

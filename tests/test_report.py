@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from test_convergence import synthetic_records
 
-from silhouette_lightning.convergence import write_convergence
-from silhouette_lightning.plots import write_plots
-from silhouette_lightning.report import write_report
-from silhouette_lightning.results import RESULT_COLUMNS, write_csv
+from silhouette_lightning.outputs.convergence import write_convergence
+from silhouette_lightning.outputs.plots import write_plots
+from silhouette_lightning.outputs.records import RESULT_COLUMNS, write_csv
+from silhouette_lightning.outputs.report import write_report
 
 
 class Resources(HTMLParser):

@@ -8,7 +8,7 @@ import torch
 from conftest import draw_mask, interrupted_after_first_chunk, read_csv
 
 from silhouette_lightning.cli import main
-from silhouette_lightning.results import records_dir
+from silhouette_lightning.outputs.records import records_dir
 
 
 def _args(cli_args, *extra, **kwargs):
@@ -111,11 +111,11 @@ def test_second_run_on_a_folder_in_use_fails_at_once_and_names_the_first(cli_arg
     import sys
     from pathlib import Path
 
-    from silhouette_lightning import run as run_module
+    from silhouette_lightning.run import job as run_module
 
     run_dir = tmp_path / "out" / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from silhouette_lightning.run_lock import run_folder_lock\n"
+        [sys.executable, "-c", "import sys; from silhouette_lightning.core.run_lock import run_folder_lock\n"
          f"with run_folder_lock({str(run_dir)!r}):\n    print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
@@ -140,7 +140,7 @@ def test_second_run_on_a_folder_in_use_fails_at_once_and_names_the_first(cli_arg
 def test_full_disk_says_which_file_keeps_results_and_resumes(cli_args, tmp_path, monkeypatch, capsys):
     import errno
 
-    from silhouette_lightning import files
+    from silhouette_lightning.core import files
 
     args = _args(cli_args, "--save-images", "none")
     args[args.index("--batch-size") + 1] = "2"  # 3 chunks of one (source, class) pair each

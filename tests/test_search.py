@@ -8,14 +8,16 @@ import torch
 from conftest import interrupted_after_first_chunk, read_csv
 from PIL import Image
 
-from silhouette_lightning.classes import VOC_CLASSES
 from silhouette_lightning.cli import main
-from silhouette_lightning.config import build_config
-from silhouette_lightning.module import SilhouetteSwap
-from silhouette_lightning.refill import pack_units, queue_units
-from silhouette_lightning.results import load_records, regenerate
-from silhouette_lightning.run import run
-from silhouette_lightning.search import (
+from silhouette_lightning.config.settings import build_config
+from silhouette_lightning.core.classes import VOC_CLASSES
+from silhouette_lightning.engine.module import SilhouetteSwap
+from silhouette_lightning.engine.timing import StepClock
+from silhouette_lightning.inputs.trajectories import initial_latents, trajectory_seed
+from silhouette_lightning.outputs.records import load_records, regenerate
+from silhouette_lightning.run.job import run
+from silhouette_lightning.search.refill import pack_units, queue_units
+from silhouette_lightning.search.stopping import (
     PATIENCE,
     STOP_IOU,
     better_first,
@@ -24,8 +26,6 @@ from silhouette_lightning.search import (
     prune,
     select_starts,
 )
-from silhouette_lightning.timing import StepClock
-from silhouette_lightning.trajectories import initial_latents, trajectory_seed
 
 SUBJECT = "sofa"  # the VOC channel the tiny colour segmenters see most in the tiny BigGAN's images
 

@@ -112,8 +112,8 @@ def test_every_setting_is_type_checked():
     """Generic: a value of no setting's type is refused for every field, including ones added later."""
     import dataclasses
 
-    from silhouette_lightning.config import SwapConfig, validate
-    from silhouette_lightning.errors import UsageError
+    from silhouette_lightning.config.settings import SwapConfig, validate
+    from silhouette_lightning.core.errors import UsageError
 
     for f in dataclasses.fields(SwapConfig):
         with pytest.raises(UsageError, match=f"setting {f.name} must be "):
@@ -121,7 +121,7 @@ def test_every_setting_is_type_checked():
 
 
 def test_numbers_are_kept_exact_and_whole_numbers_accepted_where_numbers_are_expected(tmp_path):
-    from silhouette_lightning.config import build_config
+    from silhouette_lightning.config.settings import build_config
 
     config = build_config({"lr": 1, "betas": [0, 0.9]})
     assert config.lr == 1.0 and isinstance(config.lr, float) and config.betas == (0.0, 0.9)

@@ -1,4 +1,4 @@
-"""Tests for silhouette_lightning.sources: finding files, loading every kind of good and bad file, output names."""
+"""Tests for silhouette_lightning.inputs.sources: finding files, loading every kind of good and bad file, output names."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 from corpus import CORPUS_MAX_PIXELS, HEIGHT, WIDTH, blob_mask, make_bad_corpus, make_mask_corpus
 from PIL import Image, ImageFile
 
-from silhouette_lightning import sources
-from silhouette_lightning.errors import SourceError, UsageError
-from silhouette_lightning.sources import Source, discover_sources, load_mask, load_rgb, output_name
+from silhouette_lightning.core.errors import SourceError, UsageError
+from silhouette_lightning.inputs import sources
+from silhouette_lightning.inputs.sources import Source, discover_sources, load_mask, load_rgb, output_name
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import torch
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from silhouette_lightning.errors import UsageError, WeightsError
-from silhouette_lightning.files import atomic_torch_save, atomic_write_text
+from silhouette_lightning.core.errors import UsageError, WeightsError
+from silhouette_lightning.core.files import atomic_torch_save, atomic_write_text
 from silhouette_lightning.models.fetch import DownloadError, download_file
 from silhouette_lightning.models.frozen import bake_spectral_norm, freeze
 

@@ -20,7 +20,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights, list_models
 
-from silhouette_lightning.errors import UsageError, WeightsError
+from silhouette_lightning.core.errors import UsageError, WeightsError
 from silhouette_lightning.models.fetch import DownloadError, download_file
 from silhouette_lightning.models.frozen import fold_batch_norms, freeze
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from silhouette_lightning.errors import WeightsError
+from silhouette_lightning.core.errors import WeightsError
 from silhouette_lightning.models.biggan import BIGGAN_NAMES, CONFIG_NAME, WEIGHTS_NAME, biggan_urls, default_cache_dir
 from silhouette_lightning.models.fetch import DownloadError, download_file
 from silhouette_lightning.models.segmenters import _HASH_IN_NAME, segmenter_weights_path

@@ -1,0 +1,72 @@
+"""TensorBoard image panels while a run goes: source | target | current best | its mask | composite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_only
+
+from silhouette_lightning.engine.writer import source_picture
+from silhouette_lightning.outputs import pictures
+
+
+class ImagePanels(Callback):
+    """Every `every` steps, one panel per (source, class) of the first `groups` in rank zero's rows."""
+
+    def __init__(self, every: int, *, data_dir: Path | None, max_pixels: int, groups: int = 4, size: int = 128,
+                 fit: str = "pad"):  # fmt: skip
+        self.every, self.data_dir, self.max_pixels, self.groups, self.size = every, data_dir, max_pixels, groups, size
+        self.fit = fit
+        self._photos: dict[str, torch.Tensor | None] = {}
+        self._last = -(10**9)  # the step panels were last logged at
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Log the panels every `every` steps, and at a step where one of rank zero's trajectories ends (its final
+        best), at most once per `every` steps (or per trajectory length, if shorter) as rows keep ending."""
+        if trainer.logger is None or not self.due(int(batch["tick"]), pl_module):
+            return
+        plan = trainer.datamodule.plan
+        rows = range(min(pl_module.batch_size, len(pl_module.row_index)))  # rank zero's rows
+        best_row: dict[int, int] = {}
+        for row in rows:  # a row that finished this step still holds its trajectory's state until the next
+            if pl_module.row_index[row] < 0 and row not in pl_module.finished_now:
+                continue
+            group = int(pl_module.group_ids[row])
+            if group not in best_row and len(best_row) == self.groups:
+                continue
+            if group not in best_row or pl_module.best_iou[row] > pl_module.best_iou[best_row[group]]:
+                best_row[group] = row
+        if not best_row:
+            return
+        chosen = torch.tensor(list(best_row.values()))
+        class_vectors = pl_module.best_class[chosen] if pl_module.class_vector is not None else None
+        images, maps = pl_module.render(pl_module.best_z[chosen], pl_module.class_ids[chosen],
+                                        pl_module.channels[chosen], class_vectors)  # fmt: skip
+        for i, row in enumerate(chosen.tolist()):
+            trajectory = plan.trajectories[pl_module.last_index[row]]
+            target = pl_module.targets[row].float().cpu()
+            photo = self._photo(trajectory.source_key, plan.masks)
+            background = photo if photo is not None else target.expand(3, -1, -1)
+            composite = pictures.composite(background, images[i], maps[i], fit=self.fit)
+            panel = pictures.tensorboard_panel(background, target, images[i], maps[i], composite, size=self.size)
+            tag = f"swaps/{trajectory.source_key}/{trajectory.class_id}"
+            step = trainer.global_step + getattr(trainer.logger, "step_offset", 0)  # continued on resume
+            trainer.logger.experiment.add_image(tag, panel, step)
+
+    def due(self, tick: int, pl_module) -> bool:
+        """Whether panels are logged at this step (and if so, note it)."""
+        if not self.every:
+            return False
+        own_ended = any(row < pl_module.batch_size for row in pl_module.finished_now)
+        if tick % self.every and not (own_ended and tick - self._last >= min(self.every, pl_module.steps)):
+            return False
+        self._last = tick
+        return True
+
+    def _photo(self, key: str, masks: bool):
+        if key not in self._photos:
+            self._photos[key] = source_picture(self.data_dir, key, masks=masks, max_pixels=self.max_pixels)
+        return self._photos[key]

@@ -1,0 +1,1 @@
+"""Sources -> square images -> target maps -> trajectories: what a run optimizes toward."""

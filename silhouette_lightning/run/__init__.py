@@ -1,0 +1,1 @@
+"""One run, start to finish: machine defaults, Lightning's settings checked, the run folder, the Trainer."""
