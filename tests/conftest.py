@@ -118,7 +118,7 @@ def interrupted_after_first_chunk(monkeypatch):
     original = writer.ResultWriter.on_train_batch_end
 
     def interrupt(self, trainer, pl_module, *rest):
-        done = pl_module.finished_rows is not None
+        done = pl_module.has_finished()
         original(self, trainer, pl_module, *rest)
         if done:
             raise KeyboardInterrupt

@@ -116,11 +116,11 @@ def test_non_finite_trajectory_stops_alone(tiny_generator, ensemble):
                      start=start[[0, 2, 3]], steps=6)  # targets from healthy rows only  # fmt: skip
     mixed = recover(NanForClass(tiny_generator), ensemble, torch.cat([z_star[:1], z_star[1:2], z_star[2:]]),
                     classes, channels, start=start, steps=6)  # fmt: skip
-    assert mixed["stopped_at"].tolist() == [-1, 0, -1, -1]
-    assert mixed["best_iou"][1] == -1  # never had a valid score
-    assert torch.isfinite(mixed["best_z"]).all()
+    assert mixed.stopped_at.tolist() == [-1, 0, -1, -1]
+    assert mixed.best_iou[1] == -1  # never had a valid score
+    assert torch.isfinite(mixed.best_z).all()
     healthy = [0, 2, 3]
-    assert torch.allclose(mixed["best_z"][healthy], faulty["best_z"], atol=1e-6), "a NaN row disturbed the others"
+    assert torch.allclose(mixed.best_z[healthy], faulty.best_z, atol=1e-6), "a NaN row disturbed the others"
     record = {"source": "a", "subject": "dog", "class_id": 3, "restart": 0, "seed": 1, "best_iou": -1.0,
               "best_loss": float("inf"), "best_step": 0, "stopped_at": 0}  # fmt: skip
     assert summary_row(Path("run"), [record])["status"].startswith("failed: ")

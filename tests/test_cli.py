@@ -105,7 +105,7 @@ def test_resume_after_interrupt_gives_the_same_table(cli_args, tmp_path, monkeyp
     chunks = []
 
     def interrupt_after_first_chunk(self, trainer, pl_module, *args):
-        done = pl_module.finished_rows is not None
+        done = pl_module.has_finished()
         original(self, trainer, pl_module, *args)
         chunks.append(done)
         if done:

@@ -29,14 +29,14 @@ def known_answer(tiny_generator, ensemble):
 def test_known_answer_is_recovered(tiny_generator, ensemble, known_answer):
     z_star, classes, channels, start = known_answer
     result = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=25, lr=0.1)
-    initial = result["iou_history"][:, 0]
+    initial = result.iou_history[:, 0]
     assert initial.mean() < 0.5, "the start must be a real search, not the answer"
-    assert result["best_iou"].mean() > 0.85
-    assert (result["best_iou"] >= initial).all()
+    assert result.best_iou.mean() > 0.85
+    assert (result.best_iou >= initial).all()
     # The same search with a broken optimizer (no update) stays where it started: the bar above discriminates.
     frozen = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=5, lr=0.0)
-    assert torch.equal(frozen["iou_history"][:, -1], initial)
-    assert frozen["best_iou"].mean() < 0.85
+    assert torch.equal(frozen.iou_history[:, -1], initial)
+    assert frozen.best_iou.mean() < 0.85
 
 
 def test_only_latents_are_trained_and_networks_stay_frozen(tiny_generator, ensemble, known_answer):
@@ -57,19 +57,19 @@ def test_trajectory_result_does_not_depend_on_its_batch(tiny_generator, ensemble
     z_star, classes, channels, start = known_answer
     together = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=8)
     alone = recover(tiny_generator, ensemble, z_star[2:3], classes[2:3], channels[2:3], start=start[2:3], steps=8)
-    assert torch.allclose(together["best_z"][2], alone["best_z"][0], atol=1e-5)
-    assert torch.allclose(together["iou_history"][2], alone["iou_history"][0])
-    assert together["best_step"][2] == alone["best_step"][0]
+    assert torch.allclose(together.best_z[2], alone.best_z[0], atol=1e-5)
+    assert torch.allclose(together.iou_history[2], alone.iou_history[0])
+    assert together.best_step[2] == alone.best_step[0]
 
 
 def test_recovery_of_a_shifted_image_runs(tiny_generator, ensemble, known_answer):
     """The paper's figure 5 setting: start at z*, the generated image shifted; the search must move."""
     z_star, classes, channels, _ = known_answer
     result = recover(tiny_generator, ensemble, z_star, classes, channels, shift_px=3, steps=10)
-    assert result["iou_history"].shape == (6, 11)
-    assert not torch.equal(result["best_z"], z_star)
+    assert result.iou_history.shape == (6, 11)
+    assert not torch.equal(result.best_z, z_star)
     still = recover(tiny_generator, ensemble, z_star, classes, channels, steps=1)
-    assert torch.equal(still["iou_history"][:, 0], torch.ones(6)), "no transform: z* itself fits at step 0"
+    assert torch.equal(still.iou_history[:, 0], torch.ones(6)), "no transform: z* itself fits at step 0"
 
 
 def test_transform_image_shifts_right_and_rotates_counter_clockwise():

@@ -60,9 +60,9 @@ def test_one_rows_trouble_never_changes_another_row(tiny_generator, ensemble, pr
                       precision=precision)  # fmt: skip
     trouble = recover(generator, ensemble, z_star, torch.tensor([1, 3, 4, 5]), channels, start=start, steps=4,
                       precision=precision)  # fmt: skip
-    assert healthy["best_iou"].min() >= 0 and healthy["stopped_at"].tolist() == [-1, -1, -1, -1]
-    assert trouble["stopped_at"].tolist() == [-1, -1, 0, -1]
+    assert healthy.best_iou.min() >= 0 and healthy.stopped_at.tolist() == [-1, -1, -1, -1]
+    assert trouble.stopped_at.tolist() == [-1, -1, 0, -1]
     for row in (0, 3):
-        assert torch.equal(trouble["best_z"][row], healthy["best_z"][row]), row
-        assert torch.equal(trouble["iou_history"][row], healthy["iou_history"][row]), row
-        assert not torch.equal(trouble["best_z"][row], start[row]), "the row must have moved"
+        assert torch.equal(trouble.best_z[row], healthy.best_z[row]), row
+        assert torch.equal(trouble.iou_history[row], healthy.iou_history[row]), row
+        assert not torch.equal(trouble.best_z[row], start[row]), "the row must have moved"

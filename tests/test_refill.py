@@ -102,7 +102,7 @@ def test_image_panels_follow_every_and_rows_ending_without_a_panel_per_step():
     from silhouette_lightning.engine.panels import ImagePanels
 
     def module(steps=25, ended=()):
-        return SimpleNamespace(batch_size=4, steps=steps, finished_now=list(ended))
+        return SimpleNamespace(batch_size=4, steps=steps, report=SimpleNamespace(finished=list(ended)))
 
     panels = ImagePanels(5, data_dir=None, max_pixels=10**6)
     ended_every_step = [panels.due(t, module(ended=[1])) for t in range(1, 12)]

@@ -17,15 +17,8 @@ from silhouette_lightning.inputs.trajectories import initial_latents, trajectory
 from silhouette_lightning.outputs.records import load_records, regenerate
 from silhouette_lightning.run.job import run
 from silhouette_lightning.search.refill import pack_units, queue_units
-from silhouette_lightning.search.stopping import (
-    PATIENCE,
-    STOP_IOU,
-    better_first,
-    early_stop,
-    prior_penalty,
-    prune,
-    select_starts,
-)
+from silhouette_lightning.search.starts import better_first, select_starts
+from silhouette_lightning.search.stopping import PATIENCE, STOP_IOU, early_stop, prior_penalty, prune
 
 SUBJECT = "sofa"  # the VOC channel the tiny colour segmenters see most in the tiny BigGAN's images
 

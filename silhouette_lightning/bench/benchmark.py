@@ -168,19 +168,18 @@ def check_variant_dir(config: SwapConfig) -> None:
 def variant_finished(config: SwapConfig) -> bool:
     """Whether a variant's run is complete: its plan's every trajectory recorded and its tables written, with the
     same sources as now (a source added to --data makes it run again, for the new pairs only)."""
-    import torch
-
+    from silhouette_lightning.inputs.plan import plan_path, read_plan
     from silhouette_lightning.inputs.sources import discover_sources
     from silhouette_lightning.outputs.records import load_records
 
     run_dir = config.run_dir
-    if not ((run_dir / "plan.pt").exists() and (run_dir / "results.csv").exists()):
+    if not (plan_path(run_dir).exists() and (run_dir / "results.csv").exists()):
         return False
-    plan = torch.load(run_dir / "plan.pt", weights_only=True)
-    if config.data and plan["sources"] != [s.key for s in discover_sources(Path(config.data), subject=config.subject)]:
+    plan = read_plan(run_dir)
+    if config.data and plan.sources != [s.key for s in discover_sources(Path(config.data), subject=config.subject)]:
         return False
     done = load_records(run_dir).keys()
-    return all((t["source_key"], t["class_id"], t["restart"]) in done for t in plan["trajectories"])
+    return all(t.identity in done for t in plan.trajectories)
 
 
 def recovery_data(config: SwapConfig, settings: BenchmarkSettings):

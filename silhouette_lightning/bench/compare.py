@@ -111,7 +111,8 @@ def recovery_rows(variants: list[tuple]) -> list[dict]:
     """Per variant, transform and start kind (`z_s`, `random`): trajectories, mean IoU at step 0, mean final
     best IoU, mean distance of the start and of the found latent to `z_s`, and the mean IoU and best-so-far IoU
     curves over steps. From each variant's records and plan."""
-    from silhouette_lightning.bench.recovery import START_KINDS, case_latents, latent_distance, read_plan, start_kind
+    from silhouette_lightning.bench.recovery import START_KINDS, case_latents, latent_distance, start_kind
+    from silhouette_lightning.inputs.plan import read_plan
     from silhouette_lightning.inputs.trajectories import initial_latents
     from silhouette_lightning.outputs.convergence import best_so_far
     from silhouette_lightning.outputs.records import load_records
@@ -121,12 +122,12 @@ def recovery_rows(variants: list[tuple]) -> list[dict]:
         plan = read_plan(run_dir)
         truncation = float(_settings(run_dir)["truncation"])
         known = case_latents(plan)
-        cases = {c["key"]: c for c in plan["cases"]}
+        cases = {c["key"]: c for c in plan.extra["cases"]}
         groups: dict[tuple, list[dict]] = {}
         for record in load_records(run_dir).values():
             case = cases[record["source"]]
             groups.setdefault((case["shift"], case["rotation"], start_kind(record["restart"])), []).append(record)
-        order = [(c["shift"], c["rotation"]) for c in plan["cases"]]
+        order = [(c["shift"], c["rotation"]) for c in plan.extra["cases"]]
         for (shift, rotation, kind), records in sorted(
             groups.items(), key=lambda g: (order.index(g[0][:2]), START_KINDS.index(g[0][2]))
         ):

@@ -25,10 +25,13 @@ from silhouette_lightning.core.errors import SourceError
 from silhouette_lightning.core.files import atomic_save_image, atomic_torch_save
 from silhouette_lightning.engine.data import PlanFeeder, SwapData, Ticks
 from silhouette_lightning.engine.module import SilhouetteSwap
+from silhouette_lightning.inputs.plan import PlanFile, read_plan, write_plan
 from silhouette_lightning.inputs.target_maps import PreparedSource, segment_photo, target_path
 from silhouette_lightning.inputs.trajectories import Trajectory, initial_latents, trajectory_seed
+from silhouette_lightning.models.images import images as generator_images
 from silhouette_lightning.outputs import pictures
 from silhouette_lightning.search.refill import RowQueue
+from silhouette_lightning.search.rows import TrajectoryResult
 
 START_KINDS = ("z_s", "random")  # restart 0 starts at the known latent, the others at random latents
 
@@ -46,7 +49,7 @@ def transform_image(images: Tensor, *, shift_px: int = 0, rotate_deg: float = 0.
 def generate(generator, z: Tensor, class_ids: Tensor, truncation: float) -> Tensor:
     """`G(z, c)` in [0, 1] (unclamped), exactly as the module generates: `[B, Z], [B] -> [B, 3, R, R]`."""
     one_hot = F.one_hot(class_ids, generator.config.num_classes).to(z.dtype)  # [B, K]
-    return (generator(z, one_hot, truncation) + 1) / 2
+    return generator_images(generator, z, one_hot, truncation)
 
 
 @dataclass(frozen=True)
@@ -148,13 +151,11 @@ class RecoveryData(SwapData):
                     starts.append((len(trajectories) - 1, z_s))
         class_ids = {s: sorted({c.class_id for c in self.cases}, key=[c.class_id for c in self.cases].index)
                      for s in sorted({p.subject for p in prepared if p.ok})}  # fmt: skip
-        atomic_torch_save({
-            "trajectories": [asdict(t) for t in trajectories], "sources": [c.key for c in self.cases],
-            "skipped": [asdict(p) for p in prepared if not p.ok], "class_ids": class_ids,
-            "starts": {"index": torch.tensor([i for i, _ in starts], dtype=torch.long),
-                       "z": torch.stack([z for _, z in starts]) if starts else torch.empty(0, z_dim)},
-            "cases": [asdict(c) | {"key": c.key} for c in self.cases],
-        }, self.plan_path)  # fmt: skip
+        known = {"index": torch.tensor([i for i, _ in starts], dtype=torch.long),
+                 "z": torch.stack([z for _, z in starts]) if starts else torch.empty(0, z_dim)}  # fmt: skip
+        write_plan(self.run_dir, PlanFile(trajectories, [c.key for c in self.cases], [p for p in prepared if not p.ok],
+                                          class_ids, extra={"starts": known, "cases": [asdict(c) | {"key": c.key}
+                                                                                       for c in self.cases]}))  # fmt: skip
 
     def _case_target(self, case: RecoveryCase, z_s: Tensor, device, subjects: dict) -> str:
         """Write the case's target map (float32: no rounding near the 0.5 threshold) and its image; its subject."""
@@ -178,8 +179,8 @@ class RecoveryData(SwapData):
     def setup(self, stage: str) -> None:
         """Every rank: the plan (as for photos) and the known latents of restart 0."""
         super().setup(stage)
-        data = torch.load(self.plan_path, weights_only=True)
-        self.starts = dict(zip(data["starts"]["index"].tolist(), data["starts"]["z"], strict=True))
+        known = read_plan(self.run_dir).extra["starts"]
+        self.starts = dict(zip(known["index"].tolist(), known["z"], strict=True))
 
     def feeder(self, module) -> RecoveryFeeder:
         """The pending trajectories, with their starting latents (whole cases per group when pruning)."""
@@ -188,23 +189,15 @@ class RecoveryData(SwapData):
                               starts=self.starts, z_dim=module.z_dim, truncation=module.truncation)  # fmt: skip
 
 
-def read_plan(run_dir: Path) -> dict:
-    """A recovery run's plan: cases, trajectories and the known latents of restart 0."""
-    return torch.load(Path(run_dir) / "plan.pt", weights_only=True)
-
-
 def latent_distance(z: Tensor, z_s: Tensor) -> float:
     """`||z - z_s||`: how far the found latent is from the known one (Euclidean)."""
     return float(torch.linalg.vector_norm(z.float() - z_s.float()))
 
 
-def case_latents(plan: dict) -> dict[str, Tensor]:
+def case_latents(plan: PlanFile) -> dict[str, Tensor]:
     """Known latent `z_s` of every case key, read back from the plan's restart-0 starts."""
-    trajectories = plan["trajectories"]
-    return {
-        trajectories[i]["source_key"]: z
-        for i, z in zip(plan["starts"]["index"].tolist(), plan["starts"]["z"], strict=True)
-    }
+    known = plan.extra["starts"]
+    return {plan.trajectories[i].source_key: z for i, z in zip(known["index"].tolist(), known["z"], strict=True)}
 
 
 def start_kind(restart: int) -> str:
@@ -253,12 +246,12 @@ def recover(
     truncation: float = 0.4,
     loss: str = "mse",
     **trainer_kwargs,
-) -> dict:
+) -> TrajectoryResult:
     """One chunk in this process, without files: optimize from `start` (default z*) toward the silhouette of the
     image `G(z*)` shifted and rotated (`transform_image`). A known-answer harness for tests and notebooks.
 
-    `z_star` [B, Z], `class_ids` [B], `channels` [B] (VOC subject channel per row). Returns the chunk results of
-    `SilhouetteSwap` (best IoU, best latent, IoU of every step, ...) plus the target maps.
+    `z_star` [B, Z], `class_ids` [B], `channels` [B] (VOC subject channel per row). Returns the chunk's
+    `TrajectoryResult` (best IoU, best latent, IoU of every step, ...), in row order.
     """
     batch = len(z_star)
     module = SilhouetteSwap(generator, ensemble, batch_size=batch, steps=steps, lr=lr, betas=betas,
@@ -274,9 +267,5 @@ def recover(
                     enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer = Trainer(**(defaults | trainer_kwargs))
     trainer.fit(module, train_dataloaders=loader)
-    results = module.finished_rows
-    order = results["index"].argsort()  # rows finish at different steps when some stop (non-finite)
-    results = {k: v if k == "frame_steps" else v[order] if isinstance(v, Tensor) else [v[i] for i in order.tolist()]
-               for k, v in results.items()}  # fmt: skip
-    results["targets"] = targets
-    return results
+    results = module.take_finished()
+    return results.select(results.index.argsort())  # rows finish at different steps when some stop (non-finite)

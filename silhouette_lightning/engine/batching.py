@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from silhouette_lightning.models.images import images as generator_images
+
 CPU_BATCH = 16  # on a CPU memory is rarely the limit and throughput is flat in batch size
 
 
@@ -14,7 +16,7 @@ def step_fits(generator, ensemble, batch: int, device: torch.device, *, truncati
         z = torch.zeros(batch, generator.config.z_dim, device=device, requires_grad=True)
         one_hot = F.one_hot(torch.zeros(batch, dtype=torch.long, device=device), generator.config.num_classes)
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = ensemble((generator(z, one_hot.float(), truncation) + 1) / 2)
+            logits = ensemble(generator_images(generator, z, one_hot.float(), truncation))
         logits.float().square().mean().backward()
         return True
     except torch.OutOfMemoryError:

@@ -9,7 +9,7 @@ from the same `PlanFeeder` queue into its rows as they free up (refill.py), so e
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from silhouette_lightning.core.classes import VOC_CLASSES
-from silhouette_lightning.core.files import atomic_torch_save
+from silhouette_lightning.inputs.plan import PlanFile, plan_path, read_plan, write_plan
 from silhouette_lightning.inputs.sources import Source
 from silhouette_lightning.inputs.target_maps import (
     PreparedSource,
@@ -155,7 +155,7 @@ class SwapData(LightningDataModule):
 
     @property
     def plan_path(self) -> Path:
-        return self.run_dir / "plan.pt"
+        return plan_path(self.run_dir)
 
     def prepare_data(self) -> None:
         """One process: segment every source (cached), decide subjects and classes, save the plan."""
@@ -175,10 +175,8 @@ class SwapData(LightningDataModule):
         trajectories = enumerate_trajectories(
             [(p.key, p.subject, class_ids[p.subject]) for p in ok], self.restarts, self.seed
         )
-        atomic_torch_save({
-            "trajectories": [asdict(t) for t in trajectories], "sources": [s.key for s in self.sources],
-            "skipped": [asdict(p) for p in prepared if not p.ok], "class_ids": class_ids,
-        }, self.plan_path)  # fmt: skip
+        write_plan(self.run_dir, PlanFile(trajectories, [s.key for s in self.sources],
+                                          [p for p in prepared if not p.ok], class_ids))  # fmt: skip
 
     def forget_changed_sources(self) -> None:
         """Sources whose files changed since their results were made are redone: drop their records and
@@ -195,13 +193,10 @@ class SwapData(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Every rank: read the plan and leave out trajectories that earlier runs finished."""
-        data = torch.load(self.plan_path, weights_only=True)
-        self.plan = Plan(
-            trajectories=[Trajectory(**t) for t in data["trajectories"]],
-            skipped=[PreparedSource(**p) for p in data["skipped"]],
-            sources=data["sources"], class_ids=data["class_ids"], restarts=self.restarts, masks=self.masks,
-            targets_dir=self.targets_dir,
-        )  # fmt: skip
+        saved = read_plan(self.run_dir)
+        self.plan = Plan(trajectories=saved.trajectories, skipped=saved.skipped, sources=saved.sources,
+                         class_ids=saved.class_ids, restarts=self.restarts, masks=self.masks,
+                         targets_dir=self.targets_dir)  # fmt: skip
         done = load_records(self.run_dir).keys()
         self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
         if not self.pending:  # nothing to fit: no empty epoch (and none of Lightning's zero-length warnings)

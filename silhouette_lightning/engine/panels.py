@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from silhouette_lightning.engine.writer import source_picture
 from silhouette_lightning.outputs import pictures
+from silhouette_lightning.search.starts import better_first
 
 
 class ImagePanels(Callback):
@@ -28,26 +29,16 @@ class ImagePanels(Callback):
         best), at most once per `every` steps (or per trajectory length, if shorter) as rows keep ending."""
         if trainer.logger is None or not self.due(int(batch["tick"]), pl_module):
             return
-        plan = trainer.datamodule.plan
-        rows = range(min(pl_module.batch_size, len(pl_module.row_index)))  # rank zero's rows
-        best_row: dict[int, int] = {}
-        for row in rows:  # a row that finished this step still holds its trajectory's state until the next
-            if pl_module.row_index[row] < 0 and row not in pl_module.finished_now:
-                continue
-            group = int(pl_module.group_ids[row])
-            if group not in best_row and len(best_row) == self.groups:
-                continue
-            if group not in best_row or pl_module.best_iou[row] > pl_module.best_iou[best_row[group]]:
-                best_row[group] = row
-        if not best_row:
+        plan, table = trainer.datamodule.plan, pl_module.rows
+        chosen = self.best_rows(table, pl_module.report.finished, pl_module.batch_size)
+        if not chosen:
             return
-        chosen = torch.tensor(list(best_row.values()))
-        class_vectors = pl_module.best_class[chosen] if pl_module.class_vector is not None else None
-        images, maps = pl_module.render(pl_module.best_z[chosen], pl_module.class_ids[chosen],
-                                        pl_module.channels[chosen], class_vectors)  # fmt: skip
-        for i, row in enumerate(chosen.tolist()):
-            trajectory = plan.trajectories[pl_module.last_index[row]]
-            target = pl_module.targets[row].float().cpu()
+        at = torch.tensor(chosen)
+        class_vectors = table.best_class[at] if table.best_class is not None else None
+        images, maps = pl_module.render(table.best_z[at], table.class_ids[at], table.channels[at], class_vectors)
+        for i, row in enumerate(chosen):
+            trajectory = plan.trajectories[table.last_index[row]]
+            target = table.targets[row].float().cpu()
             photo = self._photo(trajectory.source_key, plan.masks)
             background = photo if photo is not None else target.expand(3, -1, -1)
             composite = pictures.composite(background, images[i], maps[i], fit=self.fit)
@@ -56,11 +47,29 @@ class ImagePanels(Callback):
             step = trainer.global_step + getattr(trainer.logger, "step_offset", 0)  # continued on resume
             trainer.logger.experiment.add_image(tag, panel, step)
 
+    def best_rows(self, table, finished: list[int], batch_size: int) -> list[int]:
+        """The best row of each of the first `groups` (source, class) groups in rank zero's rows, ranked as the
+        best restart is chosen everywhere (starts.better_first: IoU, then loss, then restart). A row that finished
+        this step still holds its trajectory's state until the next."""
+        members: dict[int, list[int]] = {}
+        for row in range(min(batch_size, len(table.index))):
+            if table.index[row] < 0 and row not in finished:
+                continue
+            group = table.group[row]
+            if group in members or len(members) < self.groups:
+                members.setdefault(group, []).append(row)
+        iou, loss = table.best_iou.tolist(), table.best_loss.tolist()
+        best = []
+        for rows in members.values():
+            order = better_first([iou[r] for r in rows], [loss[r] for r in rows], [table.restart[r] for r in rows])
+            best.append(rows[order[0]])
+        return best
+
     def due(self, tick: int, pl_module) -> bool:
         """Whether panels are logged at this step (and if so, note it)."""
         if not self.every:
             return False
-        own_ended = any(row < pl_module.batch_size for row in pl_module.finished_now)
+        own_ended = any(row < pl_module.batch_size for row in pl_module.report.finished)
         if tick % self.every and not (own_ended and tick - self._last >= min(self.every, pl_module.steps)):
             return False
         self._last = tick

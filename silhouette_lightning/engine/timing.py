@@ -36,7 +36,7 @@ class StepClock(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         _sync()
         self.ends.append(time.perf_counter())
-        self.plain.append(not pl_module.last_loaded and not pl_module.finished_now)
+        self.plain.append(not pl_module.report.loaded and not pl_module.report.finished)
 
     def on_train_end(self, trainer, pl_module) -> None:
         _sync()

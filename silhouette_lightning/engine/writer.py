@@ -33,6 +33,7 @@ from silhouette_lightning.outputs.records import (
     load_records,
     save_latent,
     summary_row,
+    trajectory_records,
     write_csv,
     write_records,
 )
@@ -86,9 +87,9 @@ class ResultWriter(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         """After a step in which trajectories finished: record them and write what they complete."""
-        finished, pl_module.finished_rows = pl_module.finished_rows, None
+        finished = pl_module.take_finished()
         if finished is not None and trainer.is_global_zero:
-            records = self._to_records(finished)
+            records = trajectory_records(finished, self.plan.trajectories)
             write_records(self.run_dir, records)
             self._keep_histories(records)
             for r in records:
@@ -139,29 +140,6 @@ class ResultWriter(Callback):
         if not self._started and trainer.datamodule.plan is not None:
             self.on_train_start(trainer, pl_module)
             self.on_train_end(trainer, pl_module)
-
-    def _to_records(self, finished: dict) -> list[dict]:
-        """Chunk tensors -> one plain dict per trajectory (readable with `torch.load(weights_only=True)`)."""
-        records = []
-        for i, index in enumerate(finished["index"].tolist()):
-            t = self.plan.trajectories[index]
-            records.append({
-                "source": t.source_key, "subject": t.subject, "class_id": t.class_id, "restart": t.restart,
-                "seed": int(finished["seed"][i]) if "seed" in finished else t.seed,  # best-of-N: the chosen start's
-                "best_iou": float(finished["best_iou"][i]),
-                "best_loss": float(finished["best_loss"][i]), "best_step": int(finished["best_step"][i]),
-                "stopped_at": int(finished["stopped_at"][i]), "best_z": finished["best_z"][i].clone(),
-                "frames": finished["frames"][i].clone(), "frame_steps": finished["frame_steps"],
-                "iou_history": finished["iou_history"][i].float().clone(),
-                "loss_history": finished["loss_history"][i].float().clone(), "seconds": float(finished["seconds"][i]),
-            })  # fmt: skip
-            if "ended_at" in finished:  # early stop or pruning (search.py): the step it ended at, and why
-                records[-1] |= {"ended_at": int(finished["ended_at"][i]), "ended_by": finished["ended_by"][i]}
-            if "best_class" in finished:  # --class-lr: the optimized class vectors, and the nearest class
-                best_class = finished["best_class"][i].clone()
-                records[-1] |= {"best_class": best_class, "frames_class": finished["frames_class"][i].clone(),
-                                "nearest_class": int(best_class.argmax())}  # fmt: skip
-        return records
 
     @staticmethod
     def _groups_of(records: dict) -> set[tuple[str, int]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -17,6 +17,8 @@ from silhouette_lightning.core.classes import imagenet_name
 from silhouette_lightning.core.errors import UsageError
 from silhouette_lightning.core.files import atomic_torch_save, atomic_write_text
 from silhouette_lightning.inputs.sources import output_name
+from silhouette_lightning.models.images import images as generator_images
+from silhouette_lightning.search.rows import TrajectoryResult
 
 RESULT_COLUMNS = [
     "source", "subject", "class_id", "class_name", "best_iou", "heldout_iou", "best_loss", "best_restart", "best_step", "seed",
@@ -37,6 +39,32 @@ def group_dir(run_dir: Path, source_key: str, class_id: int) -> Path:
     """`swaps/<source>/<class id>_<class name>/`: the outputs of one (source, class)."""
     class_name = imagenet_name(class_id).replace(" ", "_").replace("'", "")
     return Path(run_dir) / "swaps" / output_name(source_key) / output_name(f"{class_id}_{class_name}")
+
+
+def trajectory_records(finished: TrajectoryResult, trajectories: Sequence) -> list[dict]:
+    """Finished trajectories' results -> one plain dict per trajectory, the record kept on disk (readable with
+    `torch.load(weights_only=True)`); `trajectories` the plan's, indexed by `finished.index`."""
+    records = []
+    for i, index in enumerate(finished.index.tolist()):
+        t = trajectories[index]
+        record = {
+            "source": t.source_key, "subject": t.subject, "class_id": t.class_id, "restart": t.restart,
+            "seed": int(finished.seed[i]),  # best-of-N: the chosen start's
+            "best_iou": float(finished.best_iou[i]),
+            "best_loss": float(finished.best_loss[i]), "best_step": int(finished.best_step[i]),
+            "stopped_at": int(finished.stopped_at[i]), "best_z": finished.best_z[i].clone(),
+            "frames": finished.frames[i].clone(), "frame_steps": finished.frame_steps,
+            "iou_history": finished.iou_history[i].float().clone(),
+            "loss_history": finished.loss_history[i].float().clone(), "seconds": float(finished.seconds[i]),
+            # early stop or pruning (stopping.py): the step it ended at, and why
+            "ended_at": int(finished.ended_at[i]), "ended_by": finished.ended_by[i],
+        }  # fmt: skip
+        if finished.best_class is not None:  # --class-lr: the optimized class vectors, and the nearest class
+            best_class = finished.best_class[i].clone()
+            record |= {"best_class": best_class, "frames_class": finished.frames_class[i].clone(),
+                       "nearest_class": int(best_class.argmax())}  # fmt: skip
+        records.append(record)
+    return records
 
 
 def write_records(run_dir: Path, records: list[dict]) -> Path:
@@ -172,7 +200,7 @@ def regenerate(latent: str | Path | dict, generator=None) -> Tensor:
         class_vector = data["class_vector"].to(device).float().view(1, -1)
     else:
         class_vector = F.one_hot(torch.tensor([data["class_id"]], device=device), generator.config.num_classes).float()
-    return ((generator(z, class_vector, data["truncation"]) + 1) / 2)[0].clamp(0, 1).cpu()
+    return generator_images(generator, z, class_vector, data["truncation"])[0].clamp(0, 1).cpu()
 
 
 def read_results(run_dir: Path) -> list[dict]:

@@ -2,8 +2,7 @@
 
 Every decision here looks only at one trajectory, or at the restarts of one (source, class) group, never at
 the rest of a batch, so the one-answer invariant (DESIGN.md) holds with each option on:
-- best-of-N starts: score N candidate starting latents per group (forward passes only) and start the R
-  restarts from the best R (`select_starts`);
+- best-of-N starts (starts.py);
 - a prior penalty on the part of z outside BigGAN's truncation region (`prior_penalty`);
 - early stop of a trajectory at a target IoU or after `patience` steps without improvement (`early_stop`);
 - restart pruning: after k steps, only the better half of each group's restarts goes on (`prune`).
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from silhouette_lightning.search.starts import better_first
 
 # Why a trajectory ended before the last step (records' "ended_by"; non-finite ones are `stopped_at` instead).
 ENDED = {0: "", 1: "stop_iou", 2: "patience", 3: "pruned"}
@@ -33,36 +34,6 @@ class SearchOptions:
     stop_iou: float | None = None  # a trajectory stops when its best IoU reaches this
     patience: int | None = None  # a trajectory stops after this many steps without a better IoU
     prune_after: int | None = None  # after this many steps, only the better half of each group's restarts goes on
-
-
-def better_first(iou: list[float], loss: list[float], index: list[int]) -> list[int]:
-    """Positions sorted best first: highest IoU, ties to lower loss (NaN counts as worst), then lower index.
-
-    >>> better_first([0.5, 0.9, 0.9], [0.1, 0.3, 0.2], [0, 1, 2])
-    [2, 1, 0]
-    """
-
-    def key(i: int) -> tuple:
-        return (-iou[i], math.inf if math.isnan(loss[i]) else loss[i], index[i])
-
-    return sorted(range(len(iou)), key=key)
-
-
-def select_starts(iou: Tensor, loss: Tensor, keep: int) -> Tensor:
-    """The `keep` best of N scored candidates of each group, in candidate order: `[G, N], [G, N] -> [G, keep]`.
-
-    Kept in candidate order (not rank order) so that with N = keep every candidate is kept where it was:
-    restart r starts from candidate r, exactly the plain search.
-
-    >>> select_starts(torch.tensor([[0.1, 0.7, 0.5, 0.7]]), torch.tensor([[0.0, 0.2, 0.1, 0.1]]), 2).tolist()
-    [[1, 3]]
-    """
-    iou, loss = iou.detach().double().cpu(), loss.detach().double().cpu()
-    rows = []
-    for group_iou, group_loss in zip(iou.tolist(), loss.tolist(), strict=True):
-        order = better_first(group_iou, group_loss, list(range(len(group_iou))))
-        rows.append(sorted(order[:keep]))
-    return torch.tensor(rows, dtype=torch.long).view(len(rows), keep)
 
 
 def prior_penalty(z: Tensor, bound: float) -> Tensor:
