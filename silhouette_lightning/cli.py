@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from silhouette_lightning.config.flags import COMMAND, build_parser, prog_name
 from silhouette_lightning.config.settings import SwapConfig, build_config, config_yaml, load_yaml
 from silhouette_lightning.core.errors import OutputError, UsageError, WeightsError
@@ -52,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {e.filename}: {e.strerror}; finished results are kept: make room (or fix the "
               "folder) and run the same command again to resume", file=sys.stderr)  # fmt: skip
         return 2
-    except torch.OutOfMemoryError:
+    except Exception as e:  # torch is imported only once a run starts: `--help` answers without it
+        import torch
+
+        if not isinstance(e, torch.OutOfMemoryError):
+            raise
         print("error: out of memory on the device: pass a smaller --batch-size (or auto) or --seg-size; finished "
               "results are kept and the same command resumes", file=sys.stderr)  # fmt: skip
         return 2

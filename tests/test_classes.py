@@ -153,3 +153,14 @@ def test_name_lookups_reject_out_of_range() -> None:
         voc_name(21)
     with pytest.raises(UsageError):
         voc_name(-1)
+
+
+def test_the_class_lists_are_torchvisions():
+    """The package's copies of the class names (read without torch) are torchvision's weight metadata."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models.segmentation import DeepLabV3_ResNet101_Weights
+
+    from silhouette_lightning.core.classes import IMAGENET_CLASSES, VOC_CLASSES
+
+    assert IMAGENET_CLASSES == list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+    assert VOC_CLASSES == list(DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"])

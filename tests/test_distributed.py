@@ -84,3 +84,15 @@ def test_the_hook_sums_the_bucket_without_dividing(monkeypatch):
     out = allreduce_sum_hook(None, Bucket(torch.tensor([0.1, 2.0]))).wait()
     assert calls == [(dist.ReduceOp.SUM, "world", True)]
     assert torch.equal(out, torch.tensor([0.1, 2.0]) * 3)  # summed, never divided by 3
+
+
+def test_the_strategies_known_exact_without_lightning_are_lightnings_ddp_ones():
+    """`--strategy` names the settings accept without importing Lightning: single-process or DDP in its registry."""
+    from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+    from silhouette_lightning.core.names import EXACT_STRATEGIES
+    from silhouette_lightning.engine.distributed import strategy_problem
+
+    ddp = {k for k in StrategyRegistry if StrategyRegistry[k]["strategy"] is DDPStrategy}
+    assert set(EXACT_STRATEGIES) == ddp | {"auto", "single_device"}
+    assert all(strategy_problem(name) is None for name in EXACT_STRATEGIES)

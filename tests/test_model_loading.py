@@ -491,3 +491,10 @@ def test_load_ensemble_builds_the_members(torch_home: Path, no_network: list[str
     assert len(ensemble.members) == 1 and ensemble.size == 16
     torch.testing.assert_close(ensemble.weights, torch.tensor([1.0]))
     assert no_network == []
+
+
+def test_the_segmenter_names_known_without_torchvision_are_its_voc_models():
+    from silhouette_lightning.core.names import SEGMENTER_NAMES
+    from silhouette_lightning.models.segmenters import voc_segmenter_names
+
+    assert SEGMENTER_NAMES == voc_segmenter_names()

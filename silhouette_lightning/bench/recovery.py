@@ -30,6 +30,7 @@ from silhouette_lightning.inputs.target_maps import PreparedSource, segment_phot
 from silhouette_lightning.inputs.trajectories import Trajectory, initial_latents, trajectory_seed
 from silhouette_lightning.models.images import images as generator_images
 from silhouette_lightning.outputs import pictures
+from silhouette_lightning.search.feed import RowStart
 from silhouette_lightning.search.refill import RowQueue
 from silhouette_lightning.search.rows import TrajectoryResult
 
@@ -99,13 +100,14 @@ class RecoveryFeeder(PlanFeeder):
         super().__init__(*args, **kwargs)
         self.starts, self.z_dim, self.truncation = starts, z_dim, truncation
 
-    def load(self, indices: list[int], own: list[bool]) -> dict:
-        item = super().load(indices, own)
-        z0 = initial_latents(item["seeds"].tolist(), self.z_dim, self.truncation)  # [n, Z]
+    def load(self, indices: list[int], own: list[bool]) -> RowStart:
+        start = super().load(indices, own)
+        z0 = initial_latents(start.seeds.tolist(), self.z_dim, self.truncation)  # [n, Z]
         for row, index in enumerate(indices):
             if index in self.starts:
                 z0[row] = self.starts[index]
-        return item | {"z0": z0}
+        start.z0 = z0
+        return start
 
 
 class RecoveryData(SwapData):
@@ -222,12 +224,12 @@ class TensorFeeder:
         self.queue = RowQueue([[i] for i in range(len(z0))], len(z0))
         self.target_size = tuple(targets.shape[1:])
 
-    def load(self, indices: list[int], own: list[bool]) -> dict:
+    def load(self, indices: list[int], own: list[bool]) -> RowStart:
         at = torch.tensor(indices, dtype=torch.long)
         mine = torch.tensor([i for i, o in zip(indices, own, strict=True) if o], dtype=torch.long)
-        return {"index": at, "seeds": torch.zeros(len(at), dtype=torch.long), "z0": self.z0[at],
-                "class_id": self.class_ids[at], "channel": self.channels[at], "group": at, "restart": at,
-                "targets": self.targets[mine]}  # fmt: skip
+        return RowStart(index=at, seeds=torch.zeros(len(at), dtype=torch.long), z0=self.z0[at],
+                        class_id=self.class_ids[at], channel=self.channels[at], group=at, restart=at,
+                        targets=self.targets[mine])  # fmt: skip
 
 
 def recover(

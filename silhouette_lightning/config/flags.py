@@ -7,9 +7,7 @@ import os
 import sys
 
 from silhouette_lightning.config.settings import SAVE_IMAGES, SwapConfig, bundled_configs
-from silhouette_lightning.inputs.framing import FITS
-from silhouette_lightning.search.losses import ENSEMBLE_MODES, LOSSES
-from silhouette_lightning.search.objective import COMPILE_MODES
+from silhouette_lightning.core.names import COMPILE_MODES, ENSEMBLE_MODES, FITS, LOSSES
 
 
 def _int_or_auto(text: str) -> int | str:

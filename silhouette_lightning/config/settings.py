@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import re
 import typing
@@ -13,15 +14,27 @@ from typing import Any, Literal
 import yaml
 
 from silhouette_lightning.config.types import type_problems
-from silhouette_lightning.core.classes import class_items
 from silhouette_lightning.core.errors import UsageError
-from silhouette_lightning.inputs.framing import FITS
-from silhouette_lightning.models.heldout import DEFAULT_HELDOUT, heldout_problem
-from silhouette_lightning.models.segmenters import parse_ensemble_spec
-from silhouette_lightning.search.losses import ENSEMBLE_MODES, LOSSES
-from silhouette_lightning.search.objective import COMPILE_MODES
+from silhouette_lightning.core.names import (
+    COMPILE_MODES,
+    DEFAULT_HELDOUT,
+    ENSEMBLE_MODES,
+    EXACT_STRATEGIES,
+    FITS,
+    LOSSES,
+    heldout_problem,
+    parse_ensemble_spec,
+)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+def _config_dir() -> Path:
+    """The bundled configs: the package data of an installed wheel (`silhouette_lightning/configs`), else the
+    checkout's top-level `configs/` (an editable install, or the source tree on the path)."""
+    installed = Path(str(importlib.resources.files("silhouette_lightning"))) / "configs"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "configs"
+
+
+CONFIG_DIR = _config_dir()
 SAVE_IMAGES = ("none", "best", "all")
 # --precision values that keep invariant 1 (one row's overflow never changes another row), each mapped to
 # Lightning's name. "16-mixed" is left out: its gradient scaler skips the whole [G, Z] step when any row
@@ -218,6 +231,8 @@ def build_config(*layers: dict[str, Any]) -> SwapConfig:
 
 def validate(c: SwapConfig) -> None:
     """Settings of the wrong type (from their annotations) or out of range are usage errors, found before any work."""
+    from silhouette_lightning.core.classes import class_items  # torchvision's class names: only when checking
+
     problems = type_problems(c)
     if problems:  # the range checks below assume the types
         raise UsageError("; ".join(problems))
@@ -263,10 +278,11 @@ def validate(c: SwapConfig) -> None:
             f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r} (16-bit float gradient "
             "scaling would tie trajectories together; use bf16-mixed on GPUs)"
         )
-    from silhouette_lightning.engine.distributed import strategy_problem  # imports Lightning: only when checking
+    if c.strategy not in EXACT_STRATEGIES:  # Lightning's registry says why (imports Lightning: only then)
+        from silhouette_lightning.engine.distributed import strategy_problem
 
-    if problem := strategy_problem(c.strategy):
-        problems.append(problem)
+        if problem := strategy_problem(c.strategy):
+            problems.append(problem)
     if c.fit not in FITS:
         problems.append(f"--fit must be one of {', '.join(FITS)}, got {c.fit!r}")
     if c.loss not in LOSSES:

@@ -7,15 +7,18 @@ import difflib
 import io
 import re
 from collections.abc import Sequence
-
-from torchvision.models import ResNet50_Weights
-from torchvision.models.segmentation import DeepLabV3_ResNet101_Weights
+from pathlib import Path
 
 from silhouette_lightning.core.errors import UsageError
 
-# Both lists ship inside torchvision as weight metadata, so reading them downloads nothing.
-IMAGENET_CLASSES: list[str] = list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-VOC_CLASSES: list[str] = list(DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"])
+# Copies of torchvision's weight metadata (ResNet50_Weights.IMAGENET1K_V2 and
+# DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1 "categories"; tests/test_classes.py checks they are equal),
+# so that class names are read without importing torch: the command line checks --classes at once.
+IMAGENET_CLASSES: list[str] = (Path(__file__).parent / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
+VOC_CLASSES: list[str] = [
+    "__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
 
 _VOC_BACKGROUND = "__background__"
 

@@ -28,6 +28,7 @@ from silhouette_lightning.inputs.target_maps import (
 )
 from silhouette_lightning.inputs.trajectories import Trajectory, enumerate_trajectories, trajectory_seed
 from silhouette_lightning.outputs.records import drop_records, group_dir, load_records
+from silhouette_lightning.search.feed import Candidates, RowStart
 from silhouette_lightning.search.refill import RowQueue, most_ticks, queue_units
 
 
@@ -63,7 +64,7 @@ class PlanFeeder:
         first = load_target(self.targets_dir, trajectories[pending[0]].source_key) if pending else torch.zeros(1, 1)
         self.target_size = tuple(first.shape)
 
-    def load(self, indices: list[int], own: list[bool]) -> dict:
+    def load(self, indices: list[int], own: list[bool]) -> RowStart:
         """Starting data of trajectories `indices`; target maps only where `own` (this rank's rows)."""
         trajs = [self.trajectories[i] for i in indices]
         loaded: dict[str, torch.Tensor] = {}  # a source's map serves all its classes and restarts: read it once
@@ -74,30 +75,31 @@ class PlanFeeder:
             return loaded[key]
 
         mine = [target(t.source_key) for t, o in zip(trajs, own, strict=True) if o]
-        item = {
-            "index": torch.tensor(indices),
-            "seeds": torch.tensor([t.seed for t in trajs], dtype=torch.long),
-            "restart": torch.tensor([t.restart for t in trajs]),
-            "class_id": torch.tensor([t.class_id for t in trajs]),
-            "channel": torch.tensor([VOC_CLASSES.index(t.subject) for t in trajs]),
-            "group": torch.tensor([self.group_id[t.group] for t in trajs]),
-            "targets": torch.stack(mine) if mine else torch.zeros(0, *self.target_size),  # [own rows, S, S]
-        }
+        start = RowStart(
+            index=torch.tensor(indices),
+            seeds=torch.tensor([t.seed for t in trajs], dtype=torch.long),
+            restart=torch.tensor([t.restart for t in trajs]),
+            class_id=torch.tensor([t.class_id for t in trajs]),
+            channel=torch.tensor([VOC_CLASSES.index(t.subject) for t in trajs]),
+            group=torch.tensor([self.group_id[t.group] for t in trajs]),
+            targets=torch.stack(mine) if mine else torch.zeros(0, *self.target_size),  # [own rows, S, S]
+        )
         if self.candidates:  # best-of-N: every loaded group's candidate seeds and target (any rank may score one)
             first_of: dict[tuple[str, int], Trajectory] = {}
             for t in trajs:
                 first_of.setdefault(t.group, t)
             members = list(first_of.values())  # the loaded groups, in order
             position = {t.group: i for i, t in enumerate(members)}
-            item["load_group"] = torch.tensor([position[t.group] for t in trajs])  # [n]
-            item["candidate_seeds"] = torch.tensor(
-                [[trajectory_seed(self.run_seed, t.source_key, t.class_id, n) for n in range(self.candidates)]
-                 for t in members], dtype=torch.long)  # fmt: skip  # [groups, N]
-            item["group_id"] = torch.tensor([self.group_id[t.group] for t in members])  # [groups]
-            item["group_class"] = torch.tensor([t.class_id for t in members])  # [groups]
-            item["group_channel"] = torch.tensor([VOC_CLASSES.index(t.subject) for t in members])  # [groups]
-            item["group_targets"] = torch.stack([target(t.source_key) for t in members])  # [groups, S, S]
-        return item
+            start.candidates = Candidates(
+                seeds=torch.tensor([[trajectory_seed(self.run_seed, t.source_key, t.class_id, n)
+                                     for n in range(self.candidates)] for t in members], dtype=torch.long),
+                group_id=torch.tensor([self.group_id[t.group] for t in members]),
+                class_id=torch.tensor([t.class_id for t in members]),
+                channel=torch.tensor([VOC_CLASSES.index(t.subject) for t in members]),
+                targets=torch.stack([target(t.source_key) for t in members]),  # [groups, S, S]
+                load_group=torch.tensor([position[t.group] for t in trajs]),  # [n]
+            )  # fmt: skip
+        return start
 
 
 @dataclass

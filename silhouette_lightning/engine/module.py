@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from silhouette_lightning.core.classes import VOC_CLASSES
 from silhouette_lightning.engine.distributed import check_summing
 from silhouette_lightning.inputs.trajectories import initial_latents
+from silhouette_lightning.search.feed import Feeder
 from silhouette_lightning.search.metrics import MeanIoU
 from silhouette_lightning.search.objective import Objective
 from silhouette_lightning.search.row_adam import RowAdam
@@ -45,8 +46,7 @@ class SilhouetteSwap(LightningModule):
     """Optimizes a chunk of rows, one trajectory each, refilled as trajectories end (refill.py); after a step in
     which trajectories ended, `take_finished()` returns their `TrajectoryResult` (the writer takes them).
 
-    `feeder` (set by the data module, or `recovery.recover`) hands out pending trajectories: `feeder.queue` is a
-    `refill.RowQueue`, `feeder.load(indices, own)` their starting data, `feeder.target_size` the target maps' size.
+    `feeder` (a `search.feed.Feeder`, set by the data module or `recovery.recover`) hands out pending trajectories.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class SilhouetteSwap(LightningModule):
         self.objective = Objective(generator, ensemble, truncation=truncation, loss=loss, ensemble_mode=ensemble_mode,
                                    prior_weight=self.search.prior_weight, compile=compile)  # fmt: skip
         self.iou_metric = MeanIoU()
-        self.feeder = None  # set before fit: where the rows' trajectories come from
+        self.feeder: Feeder | None = None  # set before fit: where the rows' trajectories come from
         self.rows: RowTable | None = None  # allocated at the first step
         self.report = StepReport()  # what the last step loaded and finished
         self.z = nn.Parameter(torch.zeros(batch_size, self.z_dim))  # resized to the global chunk in setup
@@ -149,19 +149,19 @@ class SilhouetteSwap(LightningModule):
     def _load_rows(self, rows: list[int], indices: list[int]) -> None:
         """Start trajectories `indices` in `rows`: starting latent, one-hot class vector, fresh Adam and state."""
         rank = self.trainer.global_rank
-        data = self.feeder.load(indices, self.rows.own(rows, rank))
-        seeds = data["seeds"]
-        if "z0" not in data and "candidate_seeds" in data:  # best-of-N (search/starts.py)
-            seeds = self.best_of_n.seeds(data, self._score_candidates, like=self.z, world=self.trainer.world_size,
+        start = self.feeder.load(indices, self.rows.own(rows, rank))
+        seeds = start.seeds
+        if start.z0 is None and start.candidates is not None:  # best-of-N (search/starts.py)
+            seeds = self.best_of_n.seeds(start, self._score_candidates, like=self.z, world=self.trainer.world_size,
                                          rank=rank, reduce_sum=self._reduce_sum)  # fmt: skip
-        # "z0" (optional): explicit starting latents, for the recovery experiment
-        z0 = data["z0"] if "z0" in data else initial_latents(seeds.tolist(), self.z_dim, self.truncation)
+        # z0 (optional): explicit starting latents, for the recovery experiment
+        z0 = start.z0 if start.z0 is not None else initial_latents(seeds.tolist(), self.z_dim, self.truncation)
         at = torch.tensor(rows, device=self.z.device)
         self.z[at] = z0.to(self.z)
         if self.class_vector is not None:
-            self.class_vector[at] = F.one_hot(data["class_id"], self.num_classes).to(self.class_vector)
+            self.class_vector[at] = F.one_hot(start.class_id, self.num_classes).to(self.class_vector)
         self.optimizers().optimizer.reset_rows(rows)
-        self.rows.load(rows, indices, data, seeds, self.z, self.class_vector, rank)
+        self.rows.load(rows, indices, start, seeds, self.z, self.class_vector, rank)
 
     def _score_candidates(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor):
         """Best-of-N's candidate pieces, scored with the plain networks (shapes of their own: no compile)."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FITS = ("pad", "crop", "stretch")
+from silhouette_lightning.core.names import FITS
 
 
 def square_box(height: int, width: int, fit: str) -> tuple[int, int, int]:

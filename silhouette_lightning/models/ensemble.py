@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-ENSEMBLE_MODES = ("probs", "logits", "losses")
+from silhouette_lightning.core.names import ENSEMBLE_MODES
+
+__all__ = ["ENSEMBLE_MODES", "ensemble_probs", "float32_region", "subject_channel"]
+
 
 
 def float32_region(t: Tensor):

@@ -8,34 +8,15 @@ numbers do; the gap between the two shows how much of the fit only that ensemble
 
 from __future__ import annotations
 
-from silhouette_lightning.core.errors import UsageError, WeightsError
+from silhouette_lightning.core.errors import WeightsError
+from silhouette_lightning.core.names import DEFAULT_HELDOUT, HELDOUT_NONE, heldout_problem
 from silhouette_lightning.models.segmenters import (
-    SEGMENTER_NAMES,
     SegmenterEnsemble,
     load_segmenter,
-    parse_ensemble_spec,
 )
 
-NONE = "none"  # `--heldout none`: no held-out score
-DEFAULT_HELDOUT = "deeplabv3_mobilenet_v3_large"  # the smallest VOC segmenter outside the paper's ensemble
-
-
-def heldout_problem(name: str, segmenters: str) -> str | None:
-    """Why `name` cannot be the held-out model of the ensemble `segmenters`, or None when it can."""
-    if name == NONE:
-        return None
-    if name not in SEGMENTER_NAMES:
-        return f"--heldout must be none or one of {', '.join(SEGMENTER_NAMES)}, got {name!r}"
-    try:
-        members = [member for member, _ in parse_ensemble_spec(segmenters)]
-    except UsageError:
-        return None  # the ensemble's own error is reported on its own
-    if name in members:
-        return (
-            f"--heldout {name} is a member of the ensemble (--segmenters {segmenters}): a held-out score needs a "
-            "model the search does not optimize against; choose another --heldout, or none"
-        )
-    return None
+NONE = HELDOUT_NONE  # `--heldout none`: no held-out score
+__all__ = ["DEFAULT_HELDOUT", "NONE", "heldout_problem", "load_heldout"]
 
 
 def load_heldout(name: str, *, size: int, pretrained: bool = True) -> SegmenterEnsemble | None:

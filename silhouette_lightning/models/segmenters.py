@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights, list_models
 
 from silhouette_lightning.core.errors import UsageError, WeightsError
+from silhouette_lightning.core.names import SEGMENTER_NAMES, parse_ensemble_spec
 from silhouette_lightning.models.fetch import DownloadError, download_file
 from silhouette_lightning.models.frozen import fold_batch_norms, freeze
 
@@ -33,8 +34,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
 
-def _voc_segmenter_names() -> tuple[str, ...]:
-    """Every torchvision segmentation model whose pretrained weights carry the VOC labels."""
+def voc_segmenter_names() -> tuple[str, ...]:
+    """Every torchvision segmentation model whose pretrained weights carry the VOC labels (what
+    `core.names.SEGMENTER_NAMES` lists without importing torchvision; tests check they agree)."""
     names = []
     for name in list_models(module=torchvision.models.segmentation):
         weights = getattr(get_model_weights(name), "COCO_WITH_VOC_LABELS_V1", None)
@@ -43,7 +45,7 @@ def _voc_segmenter_names() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-SEGMENTER_NAMES: tuple[str, ...] = _voc_segmenter_names()
+__all__ = ["SEGMENTER_NAMES", "parse_ensemble_spec"]  # re-exported from core/names.py
 
 
 class SegmenterLogits(nn.Module):
@@ -129,32 +131,6 @@ class SegmenterEnsemble(nn.Module):
         """Images in [0, 1] [B, 3, H, W] -> stacked member logits [M, B, 21, size, size]."""
         x = preprocess(x01, self.size)  # [B, 3, size, size]
         return torch.stack([member(x) for member in self.members])
-
-
-def parse_ensemble_spec(spec: str) -> list[tuple[str, float]]:
-    """`"deeplabv3_resnet101:0.6,fcn_resnet101:0.4"` -> [(name, weight), ...]; a missing weight is 1.
-
-    Raises:
-        UsageError: empty spec, empty item, unknown name, bad or negative weight, or a name given twice.
-    """
-    items = []
-    for raw in spec.split(","):
-        item = raw.strip()
-        if not item:
-            raise UsageError(
-                f"segmenter list {spec!r} has an empty item; write e.g. 'deeplabv3_resnet101:0.6,fcn_resnet101:0.4'"
-            )
-        name, sep, weight_text = (part.strip() for part in item.partition(":"))
-        if name not in SEGMENTER_NAMES:
-            raise UsageError(f"unknown segmenter {name!r} in {spec!r}: give names from {', '.join(SEGMENTER_NAMES)}")
-        try:
-            weight = float(weight_text) if sep else 1.0
-        except ValueError:
-            raise UsageError(f"segmenter weight {weight_text!r} in {spec!r} is not a number") from None
-        if name in (n for n, _ in items):
-            raise UsageError(f"segmenter {name!r} appears twice in {spec!r}")
-        items.append((name, weight))
-    return items
 
 
 def load_ensemble(spec: str, *, size: int, pretrained: bool = True) -> SegmenterEnsemble:

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from silhouette_lightning.core.names import LOSSES
 from silhouette_lightning.models.ensemble import ENSEMBLE_MODES, ensemble_probs, float32_region, subject_channel
 
-LOSSES = ("mse", "bce", "bce_bg", "ce", "soft_ce")
 __all__ = ["ENSEMBLE_MODES", "LOSSES", "ensemble_probs", "map_loss", "trajectory_loss"]
 _EPS = 1e-6
 

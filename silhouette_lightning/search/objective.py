@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from silhouette_lightning.core.names import COMPILE_MODES
 from silhouette_lightning.inputs.trajectories import TRUNCATION_BOUND
 from silhouette_lightning.models.ensemble import ensemble_probs, subject_channel
 from silhouette_lightning.models.images import images as generator_images
@@ -19,7 +20,7 @@ from silhouette_lightning.search.losses import trajectory_loss
 from silhouette_lightning.search.metrics import silhouette_iou
 from silhouette_lightning.search.stopping import prior_penalty
 
-COMPILE_MODES = ("none", "ensemble", "all")  # what `torch.compile` wraps for the training steps
+__all__ = ["COMPILE_MODES", "Objective"]
 
 
 class Objective:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from silhouette_lightning.search.feed import RowStart
 from silhouette_lightning.search.stopping import ENDED, PRUNED, SearchOptions, early_stop, prune
 
 
@@ -165,10 +166,10 @@ class RowTable:
     # ------------------------------------------------------------------ loading, tracking, ending
 
     @torch.no_grad()
-    def load(self, rows: list[int], indices: list[int], data: dict, seeds: Tensor, z: Tensor,
+    def load(self, rows: list[int], indices: list[int], start: RowStart, seeds: Tensor, z: Tensor,
              class_vector: Tensor | None, rank: int) -> None:  # fmt: skip
-        """Start trajectories `indices` in `rows` (their latents `z` and class vectors already written there):
-        `data` is the feeder's (`group`, `channel`, `restart`, `class_id`, and `targets` of this rank's rows)."""
+        """Start trajectories `indices` in `rows` (their latents `z` and class vectors already written there) from
+        the feeder's `start`; `seeds` the seeds their starting latents came from."""
         device = z.device
         at = torch.tensor(rows, device=device)
         if class_vector is not None:
@@ -177,11 +178,11 @@ class RowTable:
         for k, row in enumerate(rows):
             self.index[row], self.step[row], self.seconds[row] = indices[k], 0, 0.0
             self.last_index[row] = indices[k]
-            self.group[row], self.channel[row] = int(data["group"][k]), int(data["channel"][k])
-            self.restart[row] = int(data["restart"][k])
+            self.group[row], self.channel[row] = int(start.group[k]), int(start.channel[k])
+            self.restart[row] = int(start.restart[k])
         self.start_seeds[at] = seeds.to(device)
-        self.class_ids[at], self.channels[at] = data["class_id"].to(device), data["channel"].to(device)
-        self.group_ids[at], self.restarts[at] = data["group"].to(device), data["restart"].to(device)
+        self.class_ids[at], self.channels[at] = start.class_id.to(device), start.channel.to(device)
+        self.group_ids[at], self.restarts[at] = start.group.to(device), start.restart.to(device)
         self.alive[at] = True
         self.stopped_at[at], self.ended_at[at], self.ended_by[at] = -1, -1, 0
         self.best_z[at] = z[at]
@@ -189,7 +190,7 @@ class RowTable:
         self.frames[at], self.iou_history[at], self.loss_history[at] = 0.0, 0.0, 0.0
         mine = [row - rank * self.batch for row, m in zip(rows, self.own(rows, rank), strict=True) if m]
         if mine:
-            self.targets[torch.tensor(mine, device=device)] = data["targets"].to(self.targets)
+            self.targets[torch.tensor(mine, device=device)] = start.targets.to(self.targets)
 
     @torch.no_grad()
     def track(self, row_step: Tensor, loss: Tensor, iou: Tensor, finite: Tensor, z: Tensor,

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from silhouette_lightning.inputs.trajectories import initial_latents
+from silhouette_lightning.search.feed import RowStart
 
 SCORE_BATCH = 64  # candidate starts scored per forward pass: fixed, so scores never depend on --batch-size
 
@@ -60,33 +61,32 @@ class BestOfN:
         self._chosen: dict[int, Tensor] = {}  # each recently loaded group's chosen candidates [R]
 
     @torch.no_grad()
-    def seeds(self, data: dict, score: Callable, *, like: Tensor, world: int = 1, rank: int = 0,
+    def seeds(self, start: RowStart, score: Callable, *, like: Tensor, world: int = 1, rank: int = 0,
               reduce_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:  # fmt: skip
         """Give restart r of each loaded group the r-th of its best R candidates (in candidate order); returns
         each loaded row's seed.
 
-        `data`: the feeder's load (`candidate_seeds` [n_groups, N], `group_id`, `group_class`, `group_channel`,
-        `group_targets`, `load_group` and `restart` per row); `score(z, class_ids, channels, targets)` -> (loss,
-        IoU); `like` a tensor with the latents' dtype and device. With many devices, the groups to score are dealt
+        `start`: the feeder's load, with its `candidates`; `score(z, class_ids, channels, targets)` -> (loss, IoU); `like` a tensor with the latents' dtype and device. With many devices, the groups to score are dealt
         to the ranks in turn and the scores summed over ranks (`reduce_sum`; zeros elsewhere), so every rank
         selects from the same numbers.
         """
-        seeds = data["candidate_seeds"]  # [n_groups, N]
+        candidates = start.candidates
+        seeds = candidates.seeds  # [n_groups, N]
         n_groups, n = seeds.shape
         device = like.device
-        ids = data["group_id"].tolist()  # [n_groups]: the loaded groups' ids
+        ids = candidates.group_id.tolist()  # [n_groups]: the loaded groups' ids
         todo = [g for g in range(n_groups) if ids[g] not in self._chosen]  # a group split over loads: scored once
         iou = torch.zeros(n_groups, n, device=device)
         loss = torch.zeros(n_groups, n, device=device)
         for g in todo[rank::world]:
             z = initial_latents(seeds[g].tolist(), self.z_dim, self.truncation).to(like)  # [N, Z]
-            for start in range(0, n, SCORE_BATCH):
-                piece = z[start : start + SCORE_BATCH]
+            for first in range(0, n, SCORE_BATCH):
+                piece = z[first : first + SCORE_BATCH]
                 m = len(piece)
-                piece_loss, piece_iou = score(piece, data["group_class"][g].expand(m).to(device),
-                                              data["group_channel"][g].expand(m).to(device),
-                                              data["group_targets"][g].expand(m, -1, -1).to(device))  # fmt: skip
-                loss[g, start : start + m], iou[g, start : start + m] = piece_loss, piece_iou.float()
+                piece_loss, piece_iou = score(piece, candidates.class_id[g].expand(m).to(device),
+                                              candidates.channel[g].expand(m).to(device),
+                                              candidates.targets[g].expand(m, -1, -1).to(device))  # fmt: skip
+                loss[g, first : first + m], iou[g, first : first + m] = piece_loss, piece_iou.float()
         if world > 1 and todo:
             iou, loss = reduce_sum(iou), reduce_sum(loss)
         chosen = select_starts(iou, loss, self.restarts)  # [n_groups, R], on the CPU
@@ -94,6 +94,6 @@ class BestOfN:
         # is the last of one load and the first of the next
         self._chosen = {gid: self._chosen.get(gid, chosen[g]) for g, gid in enumerate(ids)}
         chosen = torch.stack([self._chosen[gid] for gid in ids])
-        group, restart = data["load_group"], data["restart"]  # [n]: position of each row's group in this load
+        group, restart = candidates.load_group, start.restart  # [n]: position of each row's group in this load
         picked = chosen[group, restart.clamp(0, self.restarts - 1)]  # [n]
         return seeds[group, picked]
