@@ -261,6 +261,11 @@ class AlignBounds:
     scale: tuple[float, float] = (0.5, 2.0)
     shift: float = 1.0
 
+    def __post_init__(self) -> None:
+        errors = check_align_options(self.scale, 0.0, self.shift)
+        if errors:
+            raise ValueError("; ".join(errors))
+
 
 def check_align_options(
     scale_bounds: Sequence[float],
@@ -373,6 +378,27 @@ def to_unconstrained(transform: Transform, bounds: AlignBounds) -> Tensor:
         return torch.atanh((t / bounds.shift).clamp(-1 + _EDGE, 1 - _EDGE))
 
     return torch.stack([scale(transform.sy), scale(transform.sx), shift(transform.ty), shift(transform.tx)], 1).detach()
+
+
+def align_targets(
+    targets: Tensor,
+    frame_box: Tensor | Sequence[float] = FRAME_BOX,
+    bounds: AlignBounds | None = None,
+    flip: Tensor | None = None,
+    threshold: float = 0.5,
+    keep_aspect: bool = True,
+) -> tuple[Tensor, Transform]:
+    """The once-per-source part: targets `[B, S, S]` -> (targets in the generator's frame `[B, S, S]`, Transform [B]).
+
+    `subject_box` of each target, `box_transform` onto `frame_box` (one `[4]`, or `[B, 4]` per row: e.g. a box
+    measured per class), clamped into `bounds` when given (a tiny subject would otherwise be enlarged past what
+    the search may refine); then the targets warped forward. The transform is the start of a refinement
+    (`to_unconstrained`) or, unrefined, the one to map results back with `warp(..., inverse=True)`.
+    """
+    transform = box_transform(subject_box(targets, threshold), frame_box, flip=flip, keep_aspect=keep_aspect)
+    if bounds is not None:
+        transform = clamp_transform(transform, bounds)
+    return warp_maps(targets, transform), transform
 
 
 # ----------------------------------------------------------------------------------------------- the generator's frame

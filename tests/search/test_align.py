@@ -13,6 +13,7 @@ from silhouette_lightning.search.align import (
     FRAME_BOX,
     AlignBounds,
     Transform,
+    align_targets,
     box_transform,
     cached_frame_box,
     check_align_options,
@@ -253,3 +254,23 @@ def test_cached_frame_box(tmp_path):
     assert torch.equal(cached_frame_box(tmp_path, "biggan-deep-128/207", measure), first) and len(measured) == 3
     with pytest.raises(ValueError, match="frame box"):
         cached_frame_box(tmp_path, "bad", lambda: torch.tensor([0.5, 0.5, 0.0, 1.0]))
+
+
+def test_align_targets_puts_each_subject_on_the_frame_box():
+    targets = torch.cat([square(32, 2, 3, 6), square(32, 10, 16, 12), torch.zeros(1, 32, 32)])
+    frame = torch.tensor([0.5, 0.5, 0.5, 0.5])
+    aligned, t = align_targets(targets, frame)
+    assert aligned.shape == targets.shape and t.rows == 3
+    assert torch.allclose(subject_box(aligned[:2]), frame.expand(2, 4), atol=1 / 32)
+    assert torch.equal(aligned[2], targets[2])  # an empty target stays empty
+    clamped, tc = align_targets(targets, frame, bounds=AlignBounds((0.5, 2.0), 1.0))
+    assert tc.sy[0].item() == 2.0 and t.sy[0].item() == pytest.approx(8 / 3)  # 16 px box from 6 px: clamped
+    per_row = align_targets(targets[:2], torch.stack([frame, torch.tensor([0.4, 0.6, 0.25, 0.25])]))[0]
+    assert torch.allclose(subject_box(per_row[1:]), torch.tensor([[0.4, 0.6, 0.25, 0.25]]), atol=1 / 32)
+
+
+def test_align_bounds_are_checked():
+    with pytest.raises(ValueError, match="0 < lo <= 1 <= hi"):
+        AlignBounds((1.5, 2.0))
+    with pytest.raises(ValueError, match="shift bound"):
+        AlignBounds((0.5, 2.0), -1.0)
