@@ -417,7 +417,8 @@ def measure_frame_box(
 
     `generate(class_ids [N] long, seeds [N] long) -> images [N, 3, H, W]` draws one sample per seed (for BigGAN:
     `initial_latents(seeds)` then `G(z, one_hot(class), truncation)`); `segment_subject(images, class_ids) ->
-    maps [N, S, S]` is the ensemble's subject probability. Sample i of class c has the seed
+    maps [N, S, S]` is the ensemble's subject probability (both get CPU tensors: move them to the generator's
+    device inside). Sample i of class c has the seed
     `trajectory_seed(seed, "frame_box", c, i)`, so the answer does not depend on `batch`. Samples with an empty
     map are left out (their full-frame box would pull the mean toward the whole frame); if every map is empty
     the answer is `FRAME_BOX`. The mean is taken per coordinate, in float64.
