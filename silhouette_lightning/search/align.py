@@ -41,7 +41,7 @@ from torch import Tensor
 from silhouette_lightning.core.files import atomic_write_text
 from silhouette_lightning.inputs.trajectories import trajectory_seed
 
-# pix2latent's BigGAN statistics (Huh et al. 2020, `pix2latent/utils/image.py`): the mean subject box of BigGAN's
+# pix2latent's BigGAN statistics (Huh et al. 2020, as given in issue 19): the mean subject box of BigGAN's
 # samples, centre (y, x) = (137/255, 127/255), size (height, width) = (213/255, 210/255), as fractions.
 FRAME_BOX = (137 / 255, 127 / 255, 213 / 255, 210 / 255)
 FULL_BOX = (0.5, 0.5, 1.0, 1.0)  # the box of an empty map: the whole frame
