@@ -20,6 +20,7 @@ from silhouette_lightning.outputs.runtime import (
     runtime_ecdf,
     runtime_stats,
     runtime_to_target,
+    runtimes,
     spent_units,
     start_units,
 )
@@ -212,3 +213,13 @@ def test_runtime_stats_rows_per_scope():
     diffs = paired_differences(runs([A, B, C, other]), runs([A, B, C, other]), [0.5], resamples=50)
     assert [(r["class"], r["statistic"]) for r in diffs][:2] == [("all", "mean_best_iou"), ("all", "success_rate")]
     assert {r["class"] for r in diffs} == {"all", "1", "3"} and not any(r["excludes_zero"] for r in diffs)
+
+
+def test_runtimes_of_many_runs_match_one_at_a_time():
+    dead = record("s3", 1, 1, [0.3, NAN, NAN, NAN, NAN], stopped_at=1)
+    for trajectories in (runs([A, B, C, dead], start=1.5),
+                         runs([A, B, C], judge="heldout", heldout={("s1", 1): 0.7, ("s2", 1): 0.2})):  # fmt: skip
+        targets = [0.2, 0.3, 0.5, 0.7, 0.9, 0.95]
+        table = runtimes(trajectories, targets)
+        assert table.tolist() == [[run_runtime(r, t) for t in targets] for r in trajectories]
+    assert runtimes(runs([A], start=1.5), [0.5, 0.95]).tolist() == [[4.5, math.inf]]

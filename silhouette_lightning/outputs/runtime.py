@@ -47,10 +47,11 @@ OPTIMIZED, HELDOUT = "optimized", "heldout"
 JUDGES = (OPTIMIZED, HELDOUT)
 DEFAULT_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 # Forward-only cost of a candidate's score over a forward + backward latent step. Measured with
-# scripts/forward_cost.py (median of timed passes, CPU, random weights): 0.61 on the tiny test models (32 px,
-# dominated by per-call overhead) and 0.36 on biggan-deep-128 + deeplabv3_resnet101 at 256 px, batch 2. The
-# full-size figure is what real runs pay, and close to the usual 1/3 estimate (a backward pass costs about two
-# forwards); 1/3 is the default, an estimate: GPU timings, batch sizes and mixed precision move it.
+# scripts/forward_cost.py (median of timed passes on 2 shared CPU cores, random weights, so noisy): on
+# biggan-deep-128 + deeplabv3_resnet101 at 256 px, 0.48 at batch 2 and 0.34 at batch 4; on the tiny test models
+# (32 px, per-call overhead dominates) 0.54 to 0.73. Not measured on a GPU. The default is the usual estimate
+# 1/3 (a backward pass costs about two forwards), which the full-size batch-4 figure matches; pass the
+# measured value for the machine at hand.
 FORWARD_COST = 1 / 3
 RESAMPLES = 1000  # bootstrap resamples: the 2.5% and 97.5% points rest on 25 values each
 LEVEL = 0.95
@@ -134,6 +135,20 @@ def run_runtime(run: dict, target: float) -> float:
     return run["start"] + int(hits[0]) + 1 if len(hits) else math.inf
 
 
+def runtimes(runs_: list[dict], targets: Iterable[float]) -> Tensor:
+    """Runtime of each run to each target, `[N, T]` float64 (inf: never); `run_runtime` for many at once."""
+    targets_ = torch.tensor([float(t) for t in targets], dtype=torch.float32)
+    out = torch.full((len(runs_), len(targets_)), math.inf, dtype=torch.float64)
+    for i, r in enumerate(runs_):
+        if r["curve"] is None:
+            out[i] = torch.where(torch.tensor(r["final"], dtype=torch.float32) >= targets_, r["spent"], math.inf)
+            continue
+        hits = r["curve"].float()[:, None] >= targets_  # [steps, T]
+        first = hits.int().argmax(0).double() + r["start"] + 1
+        out[i] = torch.where(hits.any(0), first, math.inf)
+    return out
+
+
 def ert(runs_: list[dict], target: float) -> float:
     """Expected running time to `target`: units spent by all runs (up to success, or all of them) over the
     number of successes; inf when none succeeds (or there are no runs)."""
@@ -169,7 +184,7 @@ def runtime_ecdf(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS,
     most the budget (`budget_grid` by default)."""
     targets = [float(t) for t in targets]
     budgets = budget_grid(runs_) if budgets is None else [float(b) for b in budgets]
-    times = torch.tensor([run_runtime(r, t) for r in runs_ for t in targets], dtype=torch.float64)
+    times = runtimes(runs_, targets).reshape(-1)
     if not len(times):
         return [{"budget": b, "fraction": math.nan} for b in budgets]
     return [{"budget": b, "fraction": float((times <= b).double().mean())} for b in budgets]
@@ -211,14 +226,13 @@ def _pair_sums(runs_: list[dict], targets: list[float], pairs: list[Pair]) -> di
     n, final = torch.zeros(len(pairs), dtype=torch.float64), torch.zeros(len(pairs), dtype=torch.float64)
     succ = torch.zeros(len(pairs), len(targets), dtype=torch.float64)
     units = torch.zeros(len(pairs), len(targets), dtype=torch.float64)
-    for r in runs_:
-        i = index[r["pair"]]
-        n[i] += 1
-        final[i] += r["final"]
-        for j, t in enumerate(targets):
-            time = run_runtime(r, t)
-            succ[i, j] += math.isfinite(time)
-            units[i, j] += min(time, r["spent"])
+    times = runtimes(runs_, targets)  # [N, T]
+    spent = torch.tensor([r["spent"] for r in runs_], dtype=torch.float64)
+    at = torch.tensor([index[r["pair"]] for r in runs_], dtype=torch.long)
+    n.index_add_(0, at, torch.ones(len(runs_), dtype=torch.float64))
+    final.index_add_(0, at, torch.tensor([r["final"] for r in runs_], dtype=torch.float64))
+    succ.index_add_(0, at, torch.isfinite(times).double())
+    units.index_add_(0, at, torch.minimum(times, spent[:, None]))
     return {"n": n, "final": final, "succ": succ, "units": units}
 
 
@@ -285,6 +299,7 @@ def runtime_stats(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS,
             continue
         name = ALL if c == ALL else imagenet_name(int(c))
         stats = bootstrap(members, targets, resamples=resamples, seed=seed, level=level)
+        times = runtimes(members, targets)  # [N, T]
 
         def row(statistic, target, value, low=None, high=None, c=c, name=name):
             return {"class": c, "class_name": name, "statistic": statistic, "target": target, "value": value,
@@ -293,7 +308,7 @@ def runtime_stats(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS,
         rows += [row("runs", None, len(members)), row("pairs", None, len({r["pair"] for r in members})),
                  row("mean_best_iou", None, *stats["mean_best_iou"])]  # fmt: skip
         for j, t in enumerate(targets):
-            rows.append(row("successes", t, sum(math.isfinite(run_runtime(r, t)) for r in members)))
+            rows.append(row("successes", t, int(torch.isfinite(times[:, j]).sum())))
             for statistic in ("success_rate", "ert"):
                 value, low, high = stats[statistic]
                 rows.append(row(statistic, t, value[j], low[j], high[j]))
