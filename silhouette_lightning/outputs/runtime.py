@@ -373,3 +373,15 @@ def format_units(value: float | None) -> str:
     if value is None:
         return ""
     return "\u221e" if math.isinf(value) else f"{value:.3g}"
+
+
+def format_interval(value, low, high, digits: int | None = None, *, signed: bool = False) -> str:
+    """`12.3 [9.1, ∞]`: a value and its interval for a page (`format_units`, or `digits` fixed decimals, with
+    the sign when `signed`); the value alone when there is no interval or it is the value itself."""
+
+    def show(v):
+        return format_units(v) if digits is None else f"{v:{'+' if signed else ''}.{digits}f}"
+
+    if low is None or show(low) == show(value) == show(high):
+        return show(value)
+    return f"{show(value)} [{show(low)}, {show(high)}]"

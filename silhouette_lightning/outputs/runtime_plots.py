@@ -82,6 +82,10 @@ def plot_ert(erts: Mapping[str, Mapping[float, tuple]], path: Path, *, title: st
         ax.plot(xs, ys, color=colour, marker="o", lw=1.2, label=label or "all runs")
     ax.set_yscale("log")
     ax.set_ylim(low_edge, top)
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 20, 300: not 2 x 10^1
+    ax.yaxis.set_major_formatter(plain)
+    if top / low_edge < 100:  # few decades: label the minor ticks too
+        ax.yaxis.set_minor_formatter(plain)
     ax.set_xticks(range(len(targets)), [f"{t:g}" for t in targets])
     note = "\n\u25b3 on the top edge: no run reached the target (ERT = \u221e)" if any_inf else ""
     ax.set_xlabel("target IoU" + note)
