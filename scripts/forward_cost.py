@@ -6,7 +6,8 @@ scoring runs) over the time of a forward + backward latent step (what one unit o
 
 The scoring path: generator(z, one-hot, truncation) -> [0, 1] -> segmenter ensemble -> mean of the logits (a
 stand-in for the loss: its cost is negligible next to the networks). Weights are random: the cost of a pass does
-not depend on the weights' values. Prints the median of `--repeats` timings of each and their ratio.
+not depend on the weights' values. Prints the FLOPs of each (torch.utils.flop_counter, one trajectory) and the median of `--repeats` timings of each,
+with their ratios. The networks are frozen: the backward pass computes input gradients only.
 """
 
 from __future__ import annotations
@@ -54,6 +55,26 @@ def measure(generator, ensemble, batch: int, repeats: int) -> tuple[float, float
     return _timed(forward, repeats), _timed(step, repeats)
 
 
+def count_flops(generator, ensemble, batch: int) -> tuple[int, int]:
+    """(forward-only FLOPs, forward + backward FLOPs) of one batch, by torch.utils.flop_counter: the ratio
+    does not depend on the machine or its load."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = generator.config
+    z = torch.randn(batch, config.z_dim) * 0.4
+    classes = F.one_hot(torch.arange(batch) % config.num_classes, config.num_classes).float()
+
+    def score(latent):
+        return ensemble((generator(latent, classes, 0.4) + 1) / 2).mean()
+
+    with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        score(z)
+    latent = z.clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as step:
+        score(latent).backward()
+    return forward.get_total_flops(), step.get_total_flops()
+
+
 def main() -> None:
     from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
     from silhouette_lightning.models.segmenters import SegmenterEnsemble, load_segmenter
@@ -61,7 +82,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes of each (0: FLOPs only)")
     parser.add_argument("--batch", type=int, default=2, help="batch of the full-size models")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -75,21 +96,28 @@ def main() -> None:
     if args.full:
         cases.append(
             (
-                f"biggan-deep-128 + deeplabv3_resnet101 at 256 px (random weights), batch {args.batch}",
+                f"biggan-deep-128 + deeplabv3_resnet101:0.6,fcn_resnet101:0.4 at 256 px (the defaults, random weights), "
+                f"batch {args.batch}",
                 lambda: (
                     build_random_generator("biggan-deep-128", power_iterations=1),
-                    SegmenterEnsemble([load_segmenter("deeplabv3_resnet101", pretrained=False)], [1.0], 256),
+                    SegmenterEnsemble(
+                        [load_segmenter(name, pretrained=False) for name in ("deeplabv3_resnet101", "fcn_resnet101")],
+                        [0.6, 0.4],
+                        256,
+                    ),
                 ),
                 args.batch,
             )
         )
     for name, build, batch in cases:
         generator, ensemble = build()
-        forward, step = measure(generator, ensemble, batch, args.repeats)
-        print(
-            f"{name}: forward {forward * 1e3:.1f} ms, forward+backward {step * 1e3:.1f} ms, ratio {forward / step:.3f}",
-            flush=True,
-        )
+        flops_forward, flops_step = count_flops(generator, ensemble, 1)
+        print(f"{name}: per trajectory, forward {flops_forward / 1e9:.3g} GFLOP, forward+backward "
+              f"{flops_step / 1e9:.3g} GFLOP, ratio {flops_forward / flops_step:.3f}", flush=True)  # fmt: skip
+        if args.repeats > 0:
+            forward, step = measure(generator, ensemble, batch, args.repeats)
+            print(f"{name}: forward {forward * 1e3:.1f} ms, forward+backward {step * 1e3:.1f} ms, "
+                  f"ratio {forward / step:.3f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -46,13 +46,14 @@ from silhouette_lightning.outputs.convergence import ALL, best_so_far
 OPTIMIZED, HELDOUT = "optimized", "heldout"
 JUDGES = (OPTIMIZED, HELDOUT)
 DEFAULT_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-# Forward-only cost of a candidate's score over a forward + backward latent step. Measured with
-# scripts/forward_cost.py (median of timed passes on 2 shared CPU cores, random weights, so noisy): on
-# biggan-deep-128 + deeplabv3_resnet101 at 256 px, 0.48 at batch 2 and 0.34 at batch 4; on the tiny test models
-# (32 px, per-call overhead dominates) 0.54 to 0.73. Not measured on a GPU. The default is the usual estimate
-# 1/3 (a backward pass costs about two forwards), which the full-size batch-4 figure matches; pass the
-# measured value for the machine at hand.
-FORWARD_COST = 1 / 3
+# Forward-only cost of a candidate's score over a forward + backward latent step: 0.5, from FLOPs counted by
+# scripts/forward_cost.py (torch.utils.flop_counter, one trajectory, random weights): biggan-deep-128 + the default
+# deeplabv3_resnet101:0.6,fcn_resnet101:0.4 at 256 px, forward 251 GFLOP, forward + backward 504 GFLOP (the
+# figure of docs/benchmark.md), ratio 0.499; the tiny test models 0.497. The networks are frozen, so the backward
+# pass computes input gradients only, about one forward, not the two of training (the usual 1/3 estimate counts
+# weight gradients too). Timed on 2 shared CPU cores the ratio was 0.48, 0.34 and 0.47 at batch 2, 4 and 8 (noisy);
+# not timed on a GPU, where kernels and batch sizes may move it: pass the measured value there.
+FORWARD_COST = 0.5
 RESAMPLES = 1000  # bootstrap resamples: the 2.5% and 97.5% points rest on 25 values each
 LEVEL = 0.95
 SEED = 0
