@@ -11,12 +11,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from silhouette_lightning.outputs.plots import COLOURS, _save
 
 BUDGET_LABEL = "budget (latent steps, units)"
 ECDF_FILE, ERT_FILE = "runtime_ecdf.png", "runtime_ert.png"
+
+
+def _plain_log_ticks(axis) -> None:
+    """A log axis labelled 1, 2, 5, 10, 20, 50, ... in plain numbers (not 2 x 10^1), other ticks unlabelled."""
+    axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def plot_ecdf(curves: Mapping[str, list[dict]], path: Path, *, targets: list[float] | None = None,
@@ -36,10 +43,7 @@ def plot_ecdf(curves: Mapping[str, list[dict]], path: Path, *, targets: list[flo
         ax.step(budgets, fractions, where="post", color=COLOURS[i % len(COLOURS)], lw=2, label=label or "all runs")
     ax.set_xscale("log")
     ax.set_xlim(1, top)
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 1, 2, 10, 300: not 2 x 10^0
-    ax.xaxis.set_major_formatter(plain)
-    if top < 100:  # few decades: label the minor ticks too
-        ax.xaxis.set_minor_formatter(plain)
+    _plain_log_ticks(ax.xaxis)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(BUDGET_LABEL)
     ax.set_ylabel("fraction of (trajectory, target) pairs reached")
@@ -82,10 +86,7 @@ def plot_ert(erts: Mapping[str, Mapping[float, tuple]], path: Path, *, title: st
         ax.plot(xs, ys, color=colour, marker="o", lw=1.2, label=label or "all runs")
     ax.set_yscale("log")
     ax.set_ylim(low_edge, top)
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 20, 300: not 2 x 10^1
-    ax.yaxis.set_major_formatter(plain)
-    if top / low_edge < 100:  # few decades: label the minor ticks too
-        ax.yaxis.set_minor_formatter(plain)
+    _plain_log_ticks(ax.yaxis)
     ax.set_xticks(range(len(targets)), [f"{t:g}" for t in targets])
     note = "\n\u25b3 on the top edge: no run reached the target (ERT = \u221e)" if any_inf else ""
     ax.set_xlabel("target IoU" + note)
