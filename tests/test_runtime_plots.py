@@ -103,6 +103,13 @@ def test_compare_and_report_pages_have_the_runtime_section(tmp_path, mask_folder
     differences = read_csv(root / "compare_differences.csv")
     assert {(r["variant"], r["baseline"]) for r in differences} == {("loss=bce_bg,lr=0.05", "loss=mse")}
     assert [r["class"] for r in differences if r["statistic"] == "mean_best_iou"] == ["all", "1", "3"]
+    # fixed budgets: at the largest, every trajectory has finished: the mean best IoU of compare.csv
+    fixed = runtime_comparison(variants, [0.5], resamples=10)["fixed"]
+    compared = {r["variant"]: float(r["mean_best_iou"]) for r in read_csv(root / "compare.csv") if r["class"] == "all"}
+    for label, these in fixed.items():
+        assert these[-1]["runs"] == 12 and these[-1]["mean_best_iou"] == pytest.approx(compared[label], abs=1e-6)
+        assert these[0]["budget"] == 1.0 and these[0]["mean_best_iou"] is None  # best-of-N: no score after 1 unit
+    assert "Mean best IoU at fixed budgets" in page
     # judged by held-out IoU: this benchmark ran without a held-out model, so there is nothing to count
     assert runtime_comparison(variants, judge="heldout", resamples=10)["stats"] == []
     md = (root / "compare.md").read_text()

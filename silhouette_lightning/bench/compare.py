@@ -133,22 +133,24 @@ def runtime_comparison(variants: list[tuple], targets=None, *, judge: str = "opt
     """The runtime statistics of every variant: {"targets", "judge", "stats": rows (runtime.runtime_stats with a
     "variant" column), "ecdf": {label: runtime_ecdf rows on one budget grid for all}, "ert": {label: {target:
     (ert, low, high)}} of all classes, "differences": rows (runtime.paired_differences of each variant against the
-    first, with "variant" and "baseline")}."""
+    first, with "variant" and "baseline"), "fixed": {label: runtime.fixed_budget rows at budgets shared by all}}."""
     from silhouette_lightning.outputs import runtime
 
     targets = [float(t) for t in (runtime.DEFAULT_TARGETS if targets is None else targets)]
     resamples = runtime.RESAMPLES if resamples is None else resamples
     every = {variant.label: variant_runs(run_dir, judge=judge) for variant, run_dir in variants}
     every = {label: runs for label, runs in every.items() if runs}
-    out = {"targets": targets, "judge": judge, "stats": [], "ecdf": {}, "ert": {}, "differences": []}
+    out = {"targets": targets, "judge": judge, "stats": [], "ecdf": {}, "ert": {}, "differences": [], "fixed": {}}
     if not every:
         return out
-    grid = runtime.budget_grid([r for runs in every.values() for r in runs])
+    everything = [r for runs in every.values() for r in runs]
+    grid, budgets = runtime.budget_grid(everything), runtime.fixed_budgets(everything)
     for label, runs in every.items():
         rows = runtime.runtime_stats(runs, targets, resamples=resamples, seed=seed)
         out["stats"] += [{"variant": label} | row for row in rows]
         out["ecdf"][label] = runtime.runtime_ecdf(runs, targets, grid)
         out["ert"][label] = runtime.by_class(rows, "ert").get(ALL, {})
+        out["fixed"][label] = runtime.fixed_budget(runs, budgets)
     (baseline, first), *others = every.items()
     for label, runs in others:
         rows = runtime.paired_differences(first, runs, targets, resamples=resamples, seed=seed)
@@ -158,8 +160,9 @@ def runtime_comparison(variants: list[tuple], targets=None, *, judge: str = "opt
 
 def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     """The page tables of `runtime_comparison`, as (header, rows of cells): "ert" and "success" (per variant, all
-    classes, one column per target, value [95% interval]) and "differences" (per variant against the first, per
-    class: mean best IoU and success rates, b - a [interval], `*` where the interval excludes zero)."""
+    classes, one column per target, value [95% interval]), "differences" (per variant against the first, per
+    class: mean best IoU and success rates, b - a [interval], `*` where the interval excludes zero) and "fixed"
+    (per variant, the mean best-so-far IoU after each of a few budgets; – before any score)."""
     from silhouette_lightning.outputs.runtime import format_interval
 
     targets = runtime_.get("targets", [])
@@ -195,6 +198,12 @@ def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]
                          + (" *" if r["excludes_zero"] else ""))  # fmt: skip
         rows.append(cells)
     tables["differences"] = (header, rows)
+    fixed = runtime_.get("fixed", {})
+    budgets = [r["budget"] for r in next(iter(fixed.values()), [])]
+    header = ["variant"] + [f"best IoU @ {b:.3g} units" for b in budgets]
+    rows = [[label] + ["\u2013" if r["mean_best_iou"] is None else f"{r['mean_best_iou']:.3f}" for r in these]
+            for label, these in fixed.items()]  # fmt: skip
+    tables["fixed"] = (header, rows)
     return tables
 
 
@@ -226,7 +235,8 @@ def runtime_markdown(runtime_: dict, *, resamples: int) -> str:
     tables = runtime_tables(runtime_)
     parts = ["\n## Runtime\n\n", RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"]) + "\n",
              "\n### ERT per target (units)\n\n" + _markdown(*tables["ert"]),
-             "\n### Success rate per target\n\n" + _markdown(*tables["success"])]  # fmt: skip
+             "\n### Success rate per target\n\n" + _markdown(*tables["success"]),
+             "\n### Mean best IoU at fixed budgets\n\n" + _markdown(*tables["fixed"])]  # fmt: skip
     if tables["differences"][1]:
         parts.append("\n### Paired differences against the first variant\n\n" + _markdown(*tables["differences"]))
     return "".join(parts)
@@ -356,7 +366,8 @@ def runtime_html(runtime_: dict, figures: dict[str, bytes], *, resamples: int) -
     note = RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"])
     parts = ["<h2>Runtime to target IoU</h2>", f"<p class='note'>{html.escape(note)}</p>",
              "<h3>ERT per target (units, all classes)</h3>", _cells_table(*tables["ert"], text_columns=2),
-             "<h3>Success rate per target (all classes)</h3>", _cells_table(*tables["success"], text_columns=2)]  # fmt: skip
+             "<h3>Success rate per target (all classes)</h3>", _cells_table(*tables["success"], text_columns=2),
+             "<h3>Mean best IoU at fixed budgets (all classes)</h3>", _cells_table(*tables["fixed"])]  # fmt: skip
     if "ecdf" in figures:
         parts.append(_img(figures["ecdf"], "runtime ECDF per variant"))
     if "ert" in figures:

@@ -131,7 +131,7 @@ def run_runtime(run: dict, target: float) -> float:
     """Runtime to `target` of one run of `runs` (see `runtime_to_target`; under "heldout": its whole spend if
     its held-out IoU reaches the target, else inf)."""
     if run["curve"] is None:
-        return run["spent"] if run["final"] >= target else math.inf
+        return run["spent"] if bool(_reaches(torch.tensor(run["final"]), target)) else math.inf
     hits = torch.nonzero(_reaches(run["curve"], target))
     return run["start"] + int(hits[0]) + 1 if len(hits) else math.inf
 
