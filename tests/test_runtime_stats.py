@@ -106,7 +106,9 @@ def test_fixed_budget_reads_the_best_so_far_at_the_budget():
     assert rows[0] == {"budget": 1.0, "runs": 0, "mean_best_iou": None}
     assert rows[1]["runs"] == 3 and rows[1]["mean_best_iou"] == pytest.approx((0.4 + 0.45 + 0.35) / 3)  # step 1
     assert rows[2]["mean_best_iou"] == pytest.approx((0.9 + 0.45 + 0.4) / 3)  # a at step 4, the others final
-    assert [r["budget"] for r in fixed_budget(trajectories)] == [1.0, 3.0, 6.0]  # 1, 3, ... and the largest spend
+    # by default: the first budget with a score (start + 1), 1-2-5 steps beyond, the largest spend
+    assert [r["budget"] for r in fixed_budget(trajectories)] == [2.0, 5.0, 6.0]
+    assert [r["budget"] for r in fixed_budget(runs([A, B, C], start=2.5))] == [3.5, 5.0, 7.5]
 
 
 def test_heldout_judge_counts_a_pair_as_one_run_known_at_its_end():

@@ -192,10 +192,14 @@ def runtime_ecdf(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS,
 
 
 def fixed_budgets(runs_: list[dict]) -> list[float]:
-    """A few budgets for the fixed-budget view: 1, 3, 10, 30, ... units up to the largest spend, and that."""
-    top = max((r["spent"] for r in runs_), default=1.0)
-    series = [m * 10**k for k in range(12) for m in (1, 3) if m * 10**k < top]
-    return [float(b) for b in series] + [float(top)]
+    """A few budgets for the fixed-budget view: the first at which a run has a score (its start + 1; under
+    "heldout", the smallest spend), then 1, 2, 5, 10, 20, ... units beyond it, and the largest spend."""
+    if not runs_:
+        return []
+    first = min(r["start"] + 1 if r["curve"] is not None else r["spent"] for r in runs_)
+    top = max(r["spent"] for r in runs_)
+    series = [m * 10**k for k in range(12) for m in (1, 2, 5) if first < m * 10**k < top]
+    return sorted({float(first), *map(float, series), float(top)})
 
 
 def best_at_budget(run: dict, budget: float) -> float | None:
