@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from silhouette_lightning.core.classes import imagenet_name
 from silhouette_lightning.outputs.convergence import ALL, best_so_far
@@ -136,17 +137,24 @@ def run_runtime(run: dict, target: float) -> float:
     return run["start"] + int(hits[0]) + 1 if len(hits) else math.inf
 
 
-def runtimes(runs_: list[dict], targets: Iterable[float]) -> Tensor:
-    """Runtime of each run to each target, `[N, T]` float64 (inf: never); `run_runtime` for many at once."""
+def runtimes(runs_: list[dict], targets: Iterable[float], chunk: int = 4096) -> Tensor:
+    """Runtime of each run to each target, `[N, T]` float64 (inf: never); `run_runtime` for many at once (the
+    curves padded with -inf to one length, `chunk` runs at a time)."""
     targets_ = torch.tensor([float(t) for t in targets], dtype=torch.float32)
     out = torch.full((len(runs_), len(targets_)), math.inf, dtype=torch.float64)
-    for i, r in enumerate(runs_):
-        if r["curve"] is None:
-            out[i] = torch.where(torch.tensor(r["final"], dtype=torch.float32) >= targets_, r["spent"], math.inf)
-            continue
-        hits = r["curve"].float()[:, None] >= targets_  # [steps, T]
-        first = hits.int().argmax(0).double() + r["start"] + 1
-        out[i] = torch.where(hits.any(0), first, math.inf)
+    spent = torch.tensor([r["spent"] for r in runs_], dtype=torch.float64)
+    start = torch.tensor([r["start"] for r in runs_], dtype=torch.float64)
+    ended = [i for i, r in enumerate(runs_) if r["curve"] is None]  # under "heldout": known at the end
+    if ended:
+        final = torch.tensor([runs_[i]["final"] for i in ended], dtype=torch.float32)
+        out[ended] = torch.where(final[:, None] >= targets_, spent[ended, None], math.inf)
+    curved = [i for i, r in enumerate(runs_) if r["curve"] is not None]
+    for at in range(0, len(curved), chunk):
+        rows = curved[at : at + chunk]
+        curves = pad_sequence([runs_[i]["curve"].float() for i in rows], batch_first=True, padding_value=-math.inf)
+        hits = curves[:, :, None] >= targets_  # [n, steps, T]
+        first = hits.int().argmax(1).double() + start[rows, None] + 1  # [n, T]
+        out[rows] = torch.where(hits.any(1), first, math.inf)
     return out
 
 
