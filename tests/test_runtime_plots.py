@@ -118,3 +118,11 @@ def test_compare_and_report_pages_have_the_runtime_section(tmp_path, mask_folder
     report = (root / "loss=mse" / "report.html").read_text()
     assert "Runtime to target IoU" in report and "ERT to 0.5" in report
     assert (root / "loss=mse" / "plots" / "runtime_ecdf.png").stat().st_size > 1000
+
+
+def test_ert_figure_says_when_nothing_is_reached(tmp_path):
+    never = {"slow": {0.9: (math.inf, math.inf, math.inf)}}
+    path = plot_ert(never, tmp_path / "never.png")
+    assert _colours(Image.open(path)) > 20
+    reached = plot_ert({"slow": {0.9: (20.0, 10.0, 40.0)}}, tmp_path / "reached.png")
+    assert reached.read_bytes() != path.read_bytes()

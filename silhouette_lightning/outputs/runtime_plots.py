@@ -88,6 +88,10 @@ def plot_ert(erts: Mapping[str, Mapping[float, tuple]], path: Path, *, title: st
     ax.set_ylim(low_edge, top)
     _plain_log_ticks(ax.yaxis)
     ax.set_xticks(range(len(targets)), [f"{t:g}" for t in targets])
+    if not finite:  # nothing to scale the axis by
+        ax.yaxis.set_major_formatter(NullFormatter())
+        ax.text(0.5, 0.5, "no run reached any of these targets", ha="center", va="center", fontsize=11,
+                color="#555", transform=ax.transAxes)  # fmt: skip
     note = "\n\u25b3 on the top edge: no run reached the target (ERT = \u221e)" if any_inf else ""
     ax.set_xlabel("target IoU" + note)
     ax.set_ylabel("ERT (latent steps, units)")
