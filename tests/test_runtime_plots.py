@@ -76,7 +76,13 @@ def test_compare_and_report_pages_have_the_runtime_section(tmp_path, mask_folder
     argv = tiny_flags(tmp_path, mask_folder, "--compare", "loss=mse", "loss=bce_bg,lr=0.05")
     root = run_tiny(argv, tiny_generator, decisive_ensemble(), lambda line: None)
     page = (root / "compare.html").read_text()
-    for heading in ("Runtime to target IoU", "ERT per target", "Success rate per target", "Paired differences"):
+    for heading in (
+        "Runtime to target IoU",
+        "ERT per target",
+        "ERT per target and class",
+        "Success rate per target",
+        "Paired differences",
+    ):
         assert heading in page, heading
     parser = LinkParser()
     parser.feed(page)

@@ -160,7 +160,8 @@ def runtime_comparison(variants: list[tuple], targets=None, *, judge: str = "opt
 
 def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     """The page tables of `runtime_comparison`, as (header, rows of cells): "ert" and "success" (per variant, all
-    classes, one column per target, value [95% interval]), "differences" (per variant against the first, per
+    classes, one column per target, value [95% interval]), "ert_by_class" (the same ERT per variant and class),
+    "differences" (per variant against the first, per
     class: mean best IoU and success rates, b - a [interval], `*` where the interval excludes zero) and "fixed"
     (per variant, the mean best-so-far IoU after each of a few budgets; – before any score)."""
     from silhouette_lightning.outputs.runtime import format_interval
@@ -198,6 +199,17 @@ def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]
                          + (" *" if r["excludes_zero"] else ""))  # fmt: skip
         rows.append(cells)
     tables["differences"] = (header, rows)
+    header = ["variant", "class", "trajectories" if runtime_["judge"] == "optimized" else "pairs"]
+    header += [f"ERT @ {t:g}" for t in targets]
+    rows = []
+    for label in labels:
+        mine = {(r["class"], r["statistic"], r["target"]): r for r in stats if r["variant"] == label}
+        names = {r["class"]: r["class_name"] for r in stats if r["variant"] == label}
+        for c in (c for c in names if c != ALL):
+            rows.append([label, f"{c} {names[c]}", str(mine[(c, "runs", None)]["value"])]
+                        + [format_interval(*(mine[(c, "ert", t)][k] for k in ("value", "low", "high")))
+                           for t in targets])  # fmt: skip
+    tables["ert_by_class"] = (header, rows)
     fixed = runtime_.get("fixed", {})
     budgets = [r["budget"] for r in next(iter(fixed.values()), [])]
     header = ["variant"] + [f"best IoU @ {b:.3g} units" for b in budgets]
@@ -365,9 +377,13 @@ def runtime_html(runtime_: dict, figures: dict[str, bytes], *, resamples: int) -
     tables = runtime_tables(runtime_)
     note = RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"])
     parts = ["<h2>Runtime to target IoU</h2>", f"<p class='note'>{html.escape(note)}</p>",
-             "<h3>ERT per target (units, all classes)</h3>", _cells_table(*tables["ert"], text_columns=2),
-             "<h3>Success rate per target (all classes)</h3>", _cells_table(*tables["success"], text_columns=2),
+             "<h3>ERT per target (units, all classes)</h3>", _cells_table(*tables["ert"]),
+             "<h3>Success rate per target (all classes)</h3>", _cells_table(*tables["success"]),
              "<h3>Mean best IoU at fixed budgets (all classes)</h3>", _cells_table(*tables["fixed"])]  # fmt: skip
+    parts.append(
+        f"<details><summary>ERT per target and class ({len(tables['ert_by_class'][1])} rows)</summary>"
+        f"{_cells_table(*tables['ert_by_class'], text_columns=2)}</details>"
+    )
     if "ecdf" in figures:
         parts.append(_img(figures["ecdf"], "runtime ECDF per variant"))
     if "ert" in figures:
