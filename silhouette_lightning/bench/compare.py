@@ -1,6 +1,10 @@
 """A benchmark's comparison, built from each variant's own convergence outputs: `compare.csv` / `compare.md` (one
 row per variant and class), `compare_curves.png` (best-so-far IoU over steps, one colour per variant) and
-`compare.html` (one self-contained page); in recovery mode also `recovery.csv` / `.json` / `_curves.png`."""
+`compare.html` (one self-contained page); in recovery mode also `recovery.csv` / `.json` / `_curves.png`.
+The runtime section (outputs/runtime.py, from each variant's trajectory records): ERT and success rate per target
+IoU with bootstrap intervals, the mean best IoU at fixed budgets, paired per-class differences against the first
+variant (`compare_runtime.csv`, `compare_differences.csv`), the runtime ECDF and ERT figures (`runtime_ecdf.png`,
+`runtime_ert.png`), in compare.md and compare.html."""
 
 from __future__ import annotations
 
@@ -392,7 +396,7 @@ def runtime_html(runtime_: dict, figures: dict[str, bytes], *, resamples: int) -
         parts += ["<h3>Paired differences against the first variant</h3>",
                   "<p class='note'>Per class, on the (source, class) pairs both variants ran: variant minus "
                   "baseline, 95% interval below; bold: the interval excludes zero.</p>",
-                  _cells_table(*tables["differences"], text_columns=3)]  # fmt: skip
+                  _cells_table(*tables["differences"], text_columns=2)]  # fmt: skip
     return "".join(parts)
 
 
