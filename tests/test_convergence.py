@@ -227,7 +227,7 @@ def test_run_writes_convergence_and_resume_keeps_histories(cli_args, tmp_path, m
     for name in ("convergence_curves.png", "success_rates.png", "class_subject_iou.png"):
         assert (run_dir / "plots" / name).stat().st_size > 10_000
     page = check_report(run_dir)
-    assert len(page.sources) == 4  # three plots and the contact sheet
+    assert len(page.sources) == 6  # three plots, the two runtime figures and the contact sheet
     assert sum(h.startswith("swaps/") for h in page.links) == 3
 
 

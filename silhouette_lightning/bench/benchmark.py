@@ -3,7 +3,9 @@ separate resumable runs under one folder, then compared side by side (see `pytho
 
 Layout: `OUT/NAME/benchmark.yaml` (the benchmark's own settings), `OUT/NAME/<variant>/` (a complete run each:
 results.csv, convergence, swaps, ...), and the comparison beside them: `compare.csv`, `compare.md`,
-`compare_curves.png`, `compare.html` (and `recovery.csv` / `recovery_curves.png` in recovery mode).
+`compare_curves.png`, `compare.html`, the runtime statistics (`compare_runtime.csv`, `compare_differences.csv`,
+`runtime_ecdf.png`, `runtime_ert.png`: bench/compare.py) (and `recovery.csv` / `recovery_curves.png` in recovery
+mode).
 """
 
 from __future__ import annotations

@@ -11,16 +11,23 @@ from urllib.parse import quote
 
 import yaml
 
+from silhouette_lightning.core.classes import imagenet_name
 from silhouette_lightning.core.files import atomic_write_text
 from silhouette_lightning.outputs.convergence import ALL, by_scope, read_convergence
 from silhouette_lightning.outputs.plots import PLOT_FILES
+from silhouette_lightning.outputs.runtime_plots import ECDF_FILE, ERT_FILE
 
 CAPTIONS = {
     "curves": "Best-so-far IoU over the optimization steps: mean over trajectories, band from the 10% to the 90% "
     "quantile. First panel: all classes; then classes from the fastest to converge.",
     "success": "Share of (source, class) pairs whose best restart reaches each IoU threshold, per class.",
     "heatmap": "Mean over sources of the best IoU of the best restart, per class and source subject.",
+    "ecdf": "Runtime ECDF: the fraction of (trajectory, target IoU) pairs reached within each budget, in latent "
+    "steps (each trajectory's share of best-of-N candidate scoring included).",
+    "ert": "Expected running time to each target IoU (units spent by all trajectories over the number that reach "
+    "it) with its 95% bootstrap interval over (source, class) pairs; a triangle on the top edge: none reaches it.",
 }
+RUNTIME_CLASSES = 6  # the runtime figures show each class too when a run has at most this many
 SETTINGS = ["data", "generator", "segmenters", "ensemble", "loss", "restarts", "steps", "lr", "truncation",
             "seg_size", "seed", "thresholds", "precision", "devices"]  # fmt: skip
 STYLE = """
@@ -33,7 +40,8 @@ th { background: #f3f3f3; } td.text, th.text { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; } .muted { color: #777; } code { background: #f3f3f3; }
-.scroll { max-height: 40em; overflow: auto; }
+.scroll { max-height: 40em; overflow: auto; } .wide { overflow-x: auto; max-width: 100%; }
+.ci { font-size: 0.8em; color: #666; white-space: nowrap; }
 """
 
 
@@ -114,8 +122,68 @@ def convergence_table(stats: list[dict]) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def build_report(run_dir: Path, stats: list[dict] | None = None) -> str:
-    """The HTML of a run's report, from the files in `run_dir` (and `stats`, else its convergence.csv)."""
+def runtime_runs(run_dir: Path) -> list[dict]:
+    """The run's trajectories for the runtime statistics (runtime.runs, optimized IoU), with their share of
+    best-of-N candidate scoring from config.yaml's `starts` and `restarts` at runtime.FORWARD_COST."""
+    from silhouette_lightning.outputs import runtime
+    from silhouette_lightning.outputs.records import load_records
+
+    run_dir = Path(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    config = config or {}
+    start = runtime.start_units(int(config.get("starts") or 0), int(config.get("restarts") or 1))
+    return runtime.runs(load_records(run_dir).values(), start=start)
+
+
+def write_runtime_plots(run_dir: Path, runs: list[dict]) -> tuple[list[dict], dict[str, Path]]:
+    """The runtime statistics of a run (runtime.runtime_stats rows) and its figures in `run_dir/plots/`:
+    the runtime ECDF and ERT per target, for all classes and, with few classes, each class."""
+    from silhouette_lightning.outputs import runtime
+    from silhouette_lightning.outputs.runtime_plots import plot_ecdf, plot_ert
+
+    if not runs:
+        return [], {}
+    rows = runtime.runtime_stats(runs)
+    classes = sorted({r["class_id"] for r in runs})
+    grid = runtime.budget_grid(runs)
+    ecdf = {"all classes": runtime.runtime_ecdf(runs, budgets=grid)}
+    erts = runtime.by_class(rows, "ert")
+    ert = {"all classes": erts[ALL]}
+    if 1 < len(classes) <= RUNTIME_CLASSES:
+        for c in classes:
+            label = f"{c} {imagenet_name(c)}"
+            ecdf[label] = runtime.runtime_ecdf([r for r in runs if r["class_id"] == c], budgets=grid)
+            ert[label] = erts[str(c)]
+    folder = Path(run_dir) / "plots"
+    return rows, {"ecdf": plot_ecdf(ecdf, folder / ECDF_FILE, targets=list(runtime.DEFAULT_TARGETS)),
+                  "ert": plot_ert(ert, folder / ERT_FILE)}  # fmt: skip
+
+
+def runtime_table(rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """Per class (first row: all classes): trajectories, then ERT to each target, value [95% interval], in units
+    of latent steps; the cells are HTML (the interval on its own line)."""
+    from silhouette_lightning.outputs.runtime import by_class, format_interval
+
+    erts, counts = by_class(rows, "ert"), by_class(rows, "runs")
+    names = {r["class"]: r["class_name"] for r in rows}
+    targets = sorted({t for per_target in erts.values() for t in per_target})
+    columns = ["class", "trajectories"] + [f"ERT to {t:g}" for t in targets]
+    table = []
+    for c, per_target in erts.items():
+        row = {"class": html.escape("all classes" if c == ALL else f"{c} {names[c]}"),
+               "trajectories": str(counts[c][None][0])}  # fmt: skip
+        for t in targets:
+            value, _, interval = format_interval(*per_target[t]).partition(" [")
+            row[f"ERT to {t:g}"] = html.escape(value) + (
+                f'<br><span class="ci">[{html.escape(interval)}</span>' if interval else ""
+            )
+        table.append(row)
+    return columns, table
+
+
+def build_report(run_dir: Path, stats: list[dict] | None = None, runtime_rows: list[dict] | None = None) -> str:
+    """The HTML of a run's report, from the files in `run_dir` (and `stats`, else its convergence.csv;
+    `runtime_rows`, else none: `write_report` computes them and the runtime figures)."""
     run_dir = Path(run_dir)
     if stats is None:
         stats = read_convergence(run_dir) if (run_dir / "convergence.csv").exists() else []
@@ -160,6 +228,23 @@ def build_report(run_dir: Path, stats: list[dict] | None = None) -> str:
         parts.append('<p class="muted">Every statistic per class, subject and step: '
                      f"{_link(run_dir, 'convergence.csv')}.</p>")  # fmt: skip
 
+    if runtime_rows:
+        from silhouette_lightning.outputs.runtime import FORWARD_COST, RESAMPLES
+
+        parts.append("<h2>Runtime to target IoU</h2>")
+        parts.append(f'<p class="muted">Units: latent steps (a forward and backward pass of the scoring path); a '
+                     "trajectory that ran t steps spent t + 1, plus its share of best-of-N candidate scoring "
+                     f"(N \u00d7 {FORWARD_COST:.2g} / R). ERT: units spent by all trajectories, up to success or all "
+                     "of them, over the number that reach the target (\u221e: none). Intervals: 95% bootstrap over "
+                     f"(source, class) pairs, {RESAMPLES} resamples.</p>")  # fmt: skip
+        for kind in ("ecdf", "ert"):
+            path = run_dir / "plots" / (ECDF_FILE if kind == "ecdf" else ERT_FILE)
+            if path.exists():
+                parts.append(_figure(path, kind, CAPTIONS[kind]))
+        columns, rows = runtime_table(runtime_rows)
+        table = _table(columns, rows, text_columns={"class"}, raw=set(columns))
+        parts.append(f'<div class="wide scroll">{table}</div>')
+
     if classes:
         parts.append("<h2>Per class</h2>")
         parts.append(_table(list(classes[0]), classes, text_columns={"class_name"}))
@@ -189,5 +274,6 @@ def build_report(run_dir: Path, stats: list[dict] | None = None) -> str:
 
 
 def write_report(run_dir: Path, stats: list[dict] | None = None) -> Path:
-    """Write `run_dir/report.html` (see `build_report`)."""
-    return atomic_write_text(Path(run_dir) / "report.html", build_report(run_dir, stats))
+    """Write `run_dir/report.html` (see `build_report`), and the runtime figures it shows (`write_runtime_plots`)."""
+    runtime_rows, _ = write_runtime_plots(run_dir, runtime_runs(run_dir))
+    return atomic_write_text(Path(run_dir) / "report.html", build_report(run_dir, stats, runtime_rows))
