@@ -80,22 +80,40 @@ class Row:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--generator", default="biggan-deep-128", choices=[*BIGGAN_NAMES, "tiny"],
-                   help="random-weight BigGAN-deep architecture, or 'tiny' (32 x 32, for tests)")  # fmt: skip
-    p.add_argument("--segmenters", default="deeplabv3_resnet101:0.6,fcn_resnet101:0.4",
-                   help="ensemble spec, random weights")  # fmt: skip
+    p.add_argument(
+        "--generator",
+        default="biggan-deep-128",
+        choices=[*BIGGAN_NAMES, "tiny"],
+        help="random-weight BigGAN-deep architecture, or 'tiny' (32 x 32, for tests)",
+    )
+    p.add_argument(
+        "--segmenters", default="deeplabv3_resnet101:0.6,fcn_resnet101:0.4", help="ensemble spec, random weights"
+    )
     p.add_argument("--seg-size", default="256", help="segmenter input size(s), comma-separated: 256,128")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
     p.add_argument("--precision", default="32", help="comma-separated: 32 (fp32) and/or bf16 (autocast)")
     p.add_argument("--batch-sizes", default="1,8,32,64", help="comma-separated batch sizes (trajectories per step)")
-    p.add_argument("--channels-last", nargs="?", const="on", default="off", choices=["off", "on", "both"],
-                   help="frozen networks in channels_last memory format ('both' measures each)")  # fmt: skip
+    p.add_argument(
+        "--channels-last",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=["off", "on", "both"],
+        help="frozen networks in channels_last memory format ('both' measures each)",
+    )
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls too (convs use it by default)")
-    p.add_argument("--bake-spectral-norm", action="store_true",
-                   help="remove the generator's spectral-norm hooks (frozen: same weights, fewer kernels)")  # fmt: skip
-    p.add_argument("--compile", default="none", choices=["none", "ensemble", "all"],
-                   help="torch.compile the ensemble (or ensemble and generator)")  # fmt: skip
+    p.add_argument(
+        "--bake-spectral-norm",
+        action="store_true",
+        help="remove the generator's spectral-norm hooks (frozen: same weights, fewer kernels)",
+    )
+    p.add_argument(
+        "--compile",
+        default="none",
+        choices=["none", "ensemble", "all"],
+        help="torch.compile the ensemble (or ensemble and generator)",
+    )
     p.add_argument("--loss", default="mse")
     p.add_argument("--ensemble-mode", default="probs")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (cudnn autotuning, compile)")
@@ -339,16 +357,39 @@ def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = prin
         ImageDraw.Draw(mask).ellipse((10, 8, 54, 56), fill=255)
         (Path(tmp) / "masks").mkdir()
         mask.save(Path(tmp) / "masks" / "a.png")
-        config = SwapConfig(data=str(Path(tmp) / "masks"), masks=True, subject="dog", classes=[1], restarts=batch,
-                            steps=args.harness_steps, batch_size=batch, seg_size=size, save_images="none",
-                            image_every=0, frames=2, out=tmp, name="harness", accelerator=device.type.replace("cuda", "gpu"),
-                            precision="32-true", compile="none", pretrained=False)  # fmt: skip
+        config = SwapConfig(
+            data=str(Path(tmp) / "masks"),
+            masks=True,
+            subject="dog",
+            classes=[1],
+            restarts=batch,
+            steps=args.harness_steps,
+            batch_size=batch,
+            seg_size=size,
+            save_images="none",
+            image_every=0,
+            frames=2,
+            out=tmp,
+            name="harness",
+            accelerator=device.type.replace("cuda", "gpu"),
+            precision="32-true",
+            compile="none",
+            pretrained=False,
+        )
         timed = whole_run(config, gen, ens)
     bare_s = statistics.median(bare) / 1000
-    result = {"batch": batch, "seg_size": size, "bare_step_s": bare_s, "harness_step_s": timed["median_step_s"],
-              "ratio": timed["median_step_s"] / bare_s, "target": 1.15}  # fmt: skip
-    log(f"harness: {result['harness_step_s'] * 1000:.2f} ms/step in the tool vs {bare_s * 1000:.2f} ms bare "
-        f"(batch {batch}, seg {size}): {result['ratio']:.3f}x (target <= 1.15x)")  # fmt: skip
+    result = {
+        "batch": batch,
+        "seg_size": size,
+        "bare_step_s": bare_s,
+        "harness_step_s": timed["median_step_s"],
+        "ratio": timed["median_step_s"] / bare_s,
+        "target": 1.15,
+    }
+    log(
+        f"harness: {result['harness_step_s'] * 1000:.2f} ms/step in the tool vs {bare_s * 1000:.2f} ms bare "
+        f"(batch {batch}, seg {size}): {result['ratio']:.3f}x (target <= 1.15x)"
+    )
     return result
 
 
@@ -360,21 +401,33 @@ def end_to_end(args: argparse.Namespace, log: Callable[[str], None] = print) -> 
     size = args.seg_sizes[0]
     gen, ens = build_models(args.generator, args.segmenters, size)
     with tempfile.TemporaryDirectory() as tmp:
-        config = build_config({"data": str(args.end_to_end), "masks": args.masks or None, "seg_size": size,
-                               "out": tmp, "name": "e2e", "pretrained": False,
-                               "accelerator": device.type.replace("cuda", "gpu")})  # fmt: skip
+        config = build_config(
+            {
+                "data": str(args.end_to_end),
+                "masks": args.masks or None,
+                "seg_size": size,
+                "out": tmp,
+                "name": "e2e",
+                "pretrained": False,
+                "accelerator": device.type.replace("cuda", "gpu"),
+            }
+        )
         t0 = time.perf_counter()
         timed = whole_run(config, gen, ens)
         total = time.perf_counter() - t0
     result = {**timed, "total_s": total}
-    log(f"end to end: {total:.1f} s in all, {timed['before_first_step_s']:.1f} s before the first step, "
-        f"{timed['batches']} steps at {timed['median_step_s'] * 1000:.1f} ms (median plain step)")  # fmt: skip
+    log(
+        f"end to end: {total:.1f} s in all, {timed['before_first_step_s']:.1f} s before the first step, "
+        f"{timed['batches']} steps at {timed['median_step_s'] * 1000:.1f} ms (median plain step)"
+    )
     if timed["median_step_s"]:
         engine = timed["batches"] * timed["median_step_s"]
         result["engine_s"] = engine
         result["overhead"] = total / engine - 1
-        log(f"  engine (steps x median step): {engine:.1f} s; the rest (loading, maps, pictures, logging) "
-            f"{100 * result['overhead']:.0f}% on top (target < 10%)")  # fmt: skip
+        log(
+            f"  engine (steps x median step): {engine:.1f} s; the rest (loading, maps, pictures, logging) "
+            f"{100 * result['overhead']:.0f}% on top (target < 10%)"
+        )
     return result
 
 
@@ -391,8 +444,14 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
         args.peak_tflops = float(f"{peak['tflops']:.4g}")
         args.peak_note = f"dense {peak['dtype']} matmul {peak['n']}^3 measured in this run ({peak['ms']:.2f} ms)"
         log(f"measured peak: {args.peak_tflops} TFLOP/s ({args.peak_note})")
-    results: dict = {"env": environment(device), "args": _jsonable(vars(args)), "peak_tflops": args.peak_tflops,
-                     "peak_note": args.peak_note, "reference": {}, "rows": []}  # fmt: skip
+    results: dict = {
+        "env": environment(device),
+        "args": _jsonable(vars(args)),
+        "peak_tflops": args.peak_tflops,
+        "peak_note": args.peak_note,
+        "reference": {},
+        "rows": [],
+    }
     if args.harness:
         results["harness"] = harness_overhead(args, log)
     if args.end_to_end:
@@ -410,9 +469,16 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             log(f"reference loop, seg {size}: {row.ms_per_step:.2f} ms/step, {row.latent_steps_per_s:.2f} steps/s")
 
     set_backend(cudnn_benchmark=args.cudnn_benchmark, tf32=args.tf32)
-    tricks = [t for t, on in (("cudnn.benchmark", args.cudnn_benchmark), ("tf32 matmul", args.tf32),
-                              ("baked SN", args.bake_spectral_norm), (f"compile {args.compile}", args.compile != "none"))
-              if on]  # fmt: skip
+    tricks = [
+        t
+        for t, on in (
+            ("cudnn.benchmark", args.cudnn_benchmark),
+            ("tf32 matmul", args.tf32),
+            ("baked SN", args.bake_spectral_norm),
+            (f"compile {args.compile}", args.compile != "none"),
+        )
+        if on
+    ]
     gen = bake_spectral_norm(base_gen) if args.bake_spectral_norm else base_gen
     for fmt in args.formats:
         if fmt == "channels_last":
@@ -432,9 +498,14 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
                     row = Row(device.type, precision, fmt, batch, size, tricks=", ".join(tricks))
                     try:
                         flops, times, mem = measure(
-                            gen_run, ens_run, batch, precision, args,
-                            count_with=(gen_f, ens_s), flops_cache=flops_cache,
-                        )  # fmt: skip
+                            gen_run,
+                            ens_run,
+                            batch,
+                            precision,
+                            args,
+                            count_with=(gen_f, ens_s),
+                            flops_cache=flops_cache,
+                        )
                         fill(row, flops, times, mem, args.peak_tflops)
                         if args.profile:
                             results.setdefault("profiles", []).append(
@@ -464,9 +535,13 @@ CONV_KERNEL_HINTS = ("conv", "xmma", "cudnn", "implicit", "dgrad", "wgrad", "fpr
 
 
 def profile_step(
-    generator: nn.Module, ensemble: SegmenterEnsemble, batch: int, precision: str, args: argparse.Namespace,
+    generator: nn.Module,
+    ensemble: SegmenterEnsemble,
+    batch: int,
+    precision: str,
+    args: argparse.Namespace,
     log: Callable[[str], None] = print,
-) -> dict:  # fmt: skip
+) -> dict:
     """Profile one (warm) step: GPU time in convolution/matmul kernels vs the rest, and the top kernels."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -497,8 +572,10 @@ def profile_step(
         "kernels": sum(e.count for e in kernels),
         "top": [{"kernel": e.key[:120], "ms": e.self_device_time_total / 1e3, "count": e.count} for e in top],
     }
-    log(f"profile {precision} b{batch} s{ensemble.size}: wall {wall_ms:.1f} ms, conv/matmul "
-        f"{busy['conv_or_matmul_ms']:.1f} ms, other {busy['other_ms']:.1f} ms, {summary['kernels']} kernels")  # fmt: skip
+    log(
+        f"profile {precision} b{batch} s{ensemble.size}: wall {wall_ms:.1f} ms, conv/matmul "
+        f"{busy['conv_or_matmul_ms']:.1f} ms, other {busy['other_ms']:.1f} ms, {summary['kernels']} kernels"
+    )
     for t in summary["top"]:
         log(f"  {t['ms']:8.2f} ms {t['count']:5d}x  {t['kernel']}")
     return summary
@@ -532,8 +609,9 @@ def time_pictures(generator: nn.Module, ensemble: SegmenterEnsemble, args: argpa
             atomic_save_image(pictures.to_pil((maps[0] > 0.5).float()), out / "mask.png")
             atomic_save_image(pictures.to_pil(target), out / "target.png")
             captions = [f"step {i}" for i in range(6)]
-            atomic_save_image(pictures.strip(list(images[1:]), list(maps[1:]), captions, target=target),
-                              out / "strip.png")  # fmt: skip
+            atomic_save_image(
+                pictures.strip(list(images[1:]), list(maps[1:]), captions, target=target), out / "strip.png"
+            )
             pictures.progress_gif(list(images[1:]), list(maps[1:]), target, out / "progress.gif", captions=captions)
             t2 = time.perf_counter()
             timings = {"render_s": t1 - t0, "write_s": t2 - t1, "total_s": t2 - t0, "warm": attempt == 1}
@@ -560,8 +638,21 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-COLUMNS = ("device", "prec", "format", "batch", "seg", "GFLOP/step", "ms/step", "steps/s", "TFLOP/s", "%peak",
-           "x ref", "mem GiB", "tricks")  # fmt: skip
+COLUMNS = (
+    "device",
+    "prec",
+    "format",
+    "batch",
+    "seg",
+    "GFLOP/step",
+    "ms/step",
+    "steps/s",
+    "TFLOP/s",
+    "%peak",
+    "x ref",
+    "mem GiB",
+    "tricks",
+)
 
 
 def format_row(row: Row) -> str:
@@ -570,13 +661,25 @@ def format_row(row: Row) -> str:
     def num(v: float | None, spec: str) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
-    cells = [row.device, row.precision, "cl" if row.memory_format == "channels_last" else "contig", str(row.batch),
-             str(row.seg_size)]  # fmt: skip
+    cells = [
+        row.device,
+        row.precision,
+        "cl" if row.memory_format == "channels_last" else "contig",
+        str(row.batch),
+        str(row.seg_size),
+    ]
     if row.error:
         return " | ".join([*cells, row.error, *["-"] * 6, row.tricks or "-"])
-    cells += [num(row.gflop_per_step, ".4g"), num(row.ms_per_step, ".4g"), num(row.latent_steps_per_s, ".4g"),
-              num(row.tflops, ".3g"), num(row.percent_of_peak, ".3g"), num(row.ratio_vs_reference, ".3g"),
-              num(row.peak_mem_gib, ".3g"), row.tricks or "-"]  # fmt: skip
+    cells += [
+        num(row.gflop_per_step, ".4g"),
+        num(row.ms_per_step, ".4g"),
+        num(row.latent_steps_per_s, ".4g"),
+        num(row.tflops, ".3g"),
+        num(row.percent_of_peak, ".3g"),
+        num(row.ratio_vs_reference, ".3g"),
+        num(row.peak_mem_gib, ".3g"),
+        row.tricks or "-",
+    ]
     return " | ".join(cells)
 
 

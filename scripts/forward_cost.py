@@ -6,7 +6,8 @@ scoring runs) over the time of a forward + backward latent step (what one unit o
 
 The scoring path: generator(z, one-hot, truncation) -> [0, 1] -> segmenter ensemble -> mean of the logits (a
 stand-in for the loss: its cost is negligible next to the networks). Weights are random: the cost of a pass does
-not depend on the weights' values. Prints the FLOPs of each (torch.utils.flop_counter, one trajectory) and the median of `--repeats` timings of each,
+not depend on the weights' values. Prints the FLOPs of each (torch.utils.flop_counter, one trajectory) and the
+median of `--repeats` timings of each,
 with their ratios. The networks are frozen: the backward pass computes input gradients only.
 """
 
@@ -96,7 +97,8 @@ def main() -> None:
     if args.full:
         cases.append(
             (
-                f"biggan-deep-128 + deeplabv3_resnet101:0.6,fcn_resnet101:0.4 at 256 px (the defaults, random weights), "
+                f"biggan-deep-128 + deeplabv3_resnet101:0.6,fcn_resnet101:0.4 at 256 px "
+                f"(the defaults, random weights), "
                 f"batch {args.batch}",
                 lambda: (
                     build_random_generator("biggan-deep-128", power_iterations=1),
@@ -112,12 +114,18 @@ def main() -> None:
     for name, build, batch in cases:
         generator, ensemble = build()
         flops_forward, flops_step = count_flops(generator, ensemble, 1)
-        print(f"{name}: per trajectory, forward {flops_forward / 1e9:.3g} GFLOP, forward+backward "
-              f"{flops_step / 1e9:.3g} GFLOP, ratio {flops_forward / flops_step:.3f}", flush=True)  # fmt: skip
+        print(
+            f"{name}: per trajectory, forward {flops_forward / 1e9:.3g} GFLOP, forward+backward "
+            f"{flops_step / 1e9:.3g} GFLOP, ratio {flops_forward / flops_step:.3f}",
+            flush=True,
+        )
         if args.repeats > 0:
             forward, step = measure(generator, ensemble, batch, args.repeats)
-            print(f"{name}: forward {forward * 1e3:.1f} ms, forward+backward {step * 1e3:.1f} ms, "
-                  f"ratio {forward / step:.3f}", flush=True)  # fmt: skip
+            print(
+                f"{name}: forward {forward * 1e3:.1f} ms, forward+backward {step * 1e3:.1f} ms, "
+                f"ratio {forward / step:.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -48,10 +48,36 @@ def _photos(folder: Path) -> Path:
 
 SWAP_RUNS = {
     "plain": ["--starts", "0", "--restarts", "3", "--steps", "6", "--batch-size", "4"],
-    "best_of_n": ["--starts", "12", "--restarts", "3", "--steps", "5", "--batch-size", "5", "--class-lr", "0.01",
-                  "--prior-weight", "0.1"],  # fmt: skip
-    "early_prune": ["--starts", "0", "--restarts", "4", "--steps", "6", "--batch-size", "6", "--stop-iou", "0.7",
-                    "--patience", "2", "--prune-after", "2"],  # fmt: skip
+    "best_of_n": [
+        "--starts",
+        "12",
+        "--restarts",
+        "3",
+        "--steps",
+        "5",
+        "--batch-size",
+        "5",
+        "--class-lr",
+        "0.01",
+        "--prior-weight",
+        "0.1",
+    ],
+    "early_prune": [
+        "--starts",
+        "0",
+        "--restarts",
+        "4",
+        "--steps",
+        "6",
+        "--batch-size",
+        "6",
+        "--stop-iou",
+        "0.7",
+        "--patience",
+        "2",
+        "--prune-after",
+        "2",
+    ],
 }
 
 
@@ -63,25 +89,87 @@ def _run_all(out: Path) -> list[Path]:
     from silhouette_lightning.run.job import run
 
     generator, ensemble = _tiny_models(32)
-    common = ["--masks", "--classes", "1,3", "--seg-size", "32", "--accelerator", "cpu", "--frames", "3",
-              "--heldout", "none", "--out", str(out), "--image-every", "2"]  # fmt: skip
+    common = [
+        "--masks",
+        "--classes",
+        "1,3",
+        "--seg-size",
+        "32",
+        "--accelerator",
+        "cpu",
+        "--frames",
+        "3",
+        "--heldout",
+        "none",
+        "--out",
+        str(out),
+        "--image-every",
+        "2",
+    ]
     done = []
     for name, extra in SWAP_RUNS.items():
         config, _ = _parse(["--data", str(ROOT / "data" / "samples"), *common, *extra, "--name", name])
         done.append(run(config, generator=generator, ensemble=ensemble, enable_progress_bar=False, log=lambda *a: None))
     photos = _photos(out / "photos-data")
-    config, _ = _parse(["--data", str(photos), *[c for c in common if c != "--masks"], "--starts", "0", "--restarts",
-                        "2", "--steps", "4", "--batch-size", "3", "--fit", "pad", "--name", "photos"])  # fmt: skip
+    config, _ = _parse(
+        [
+            "--data",
+            str(photos),
+            *[c for c in common if c != "--masks"],
+            "--starts",
+            "0",
+            "--restarts",
+            "2",
+            "--steps",
+            "4",
+            "--batch-size",
+            "3",
+            "--fit",
+            "pad",
+            "--name",
+            "photos",
+        ]
+    )
     done.append(run(config, generator=generator, ensemble=ensemble, enable_progress_bar=False, log=lambda *a: None))
     from silhouette_lightning.bench import benchmark as bench
 
     settings, variants, base = bench.parse_args(
-        ["--recovery", "--classes", "1", "--shifts", "0,3", "--rotations", "0", "--restarts", "2", "--steps", "4",
-         "--batch-size", "4", "--starts", "0", "--seg-size", "32", "--accelerator", "cpu", "--heldout", "none",
-         "--frames", "2", "--out", str(out), "--name", "recovery", "--compare", "loss=mse", "loss=bce_bg"]
-    )  # fmt: skip
-    root = bench.run_benchmark(settings, variants, base, generator=generator, ensemble=ensemble,
-                               enable_progress_bar=False, log=lambda *a: None)  # fmt: skip
+        [
+            "--recovery",
+            "--classes",
+            "1",
+            "--shifts",
+            "0,3",
+            "--rotations",
+            "0",
+            "--restarts",
+            "2",
+            "--steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--starts",
+            "0",
+            "--seg-size",
+            "32",
+            "--accelerator",
+            "cpu",
+            "--heldout",
+            "none",
+            "--frames",
+            "2",
+            "--out",
+            str(out),
+            "--name",
+            "recovery",
+            "--compare",
+            "loss=mse",
+            "loss=bce_bg",
+        ]
+    )
+    root = bench.run_benchmark(
+        settings, variants, base, generator=generator, ensemble=ensemble, enable_progress_bar=False, log=lambda *a: None
+    )
     done += [root / v.folder for v in variants]
     return done
 
@@ -90,8 +178,11 @@ def _tensor_digest(t) -> str:
     import torch
 
     t = t.detach().cpu().contiguous()
-    return f"{t.dtype}{list(t.shape)}:" + hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest()[:16] \
-        if t.numel() else f"{t.dtype}{list(t.shape)}"  # fmt: skip
+    return (
+        f"{t.dtype}{list(t.shape)}:" + hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+        if t.numel()
+        else f"{t.dtype}{list(t.shape)}"
+    )
 
 
 def _value(v):
@@ -112,8 +203,11 @@ def _csv_without_timing(path: Path) -> list[str]:
 
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [",".join(f"{k}={v}" for k, v in row.items() if "seconds" not in k) for row in rows
-            if "seconds" not in row.get("statistic", "")]  # fmt: skip
+    return [
+        ",".join(f"{k}={v}" for k, v in row.items() if "seconds" not in k)
+        for row in rows
+        if "seconds" not in row.get("statistic", "")
+    ]
 
 
 def digest(run_dirs: list[Path], out: Path) -> dict:

@@ -29,18 +29,37 @@ def one_run(sources: int, workdir: Path) -> dict:
     data = workdir / "data"
     for i in range(sources):
         draw_mask(data / "dog" / f"{i:05d}.png", (4 + i % 9, 6, 40, 44 - i % 7))
-    config = build_config({
-        "data": str(data), "masks": True, "classes": "1,2", "restarts": 2, "steps": 3, "batch_size": 64,
-        "seg_size": 32, "out": str(workdir / "runs"), "name": "m", "accelerator": "cpu", "save_images": "none",
-        "image_every": 0, "heldout": "none",
-    })  # fmt: skip
+    config = build_config(
+        {
+            "data": str(data),
+            "masks": True,
+            "classes": "1,2",
+            "restarts": 2,
+            "steps": 3,
+            "batch_size": 64,
+            "seg_size": 32,
+            "out": str(workdir / "runs"),
+            "name": "m",
+            "accelerator": "cpu",
+            "save_images": "none",
+            "image_every": 0,
+            "heldout": "none",
+        }
+    )
     start = time.perf_counter()
-    run(config, generator=build_random_generator(tiny_biggan_config()), ensemble=tiny_ensemble(32),
-        enable_progress_bar=False, log=lambda *a: None)  # fmt: skip
+    run(
+        config,
+        generator=build_random_generator(tiny_biggan_config()),
+        ensemble=tiny_ensemble(32),
+        enable_progress_bar=False,
+        log=lambda *a: None,
+    )
     return {
-        "sources": sources, "trajectories": sources * 4, "seconds": round(time.perf_counter() - start, 1),
+        "sources": sources,
+        "trajectories": sources * 4,
+        "seconds": round(time.perf_counter() - start, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

@@ -48,11 +48,14 @@ def make_targets(folder: Path, generator, ensemble, count: int, class_id: int = 
     from silhouette_lightning.inputs.trajectories import initial_latents, trajectory_seed
 
     module = SilhouetteSwap(generator, ensemble, batch_size=1)
-    z_star = initial_latents([trajectory_seed(12345, "target", class_id, i) for i in range(8 * count)],
-                             generator.config.z_dim, 0.4)  # fmt: skip
+    z_star = initial_latents(
+        [trajectory_seed(12345, "target", class_id, i) for i in range(8 * count)], generator.config.z_dim, 0.4
+    )
     with torch.no_grad():
-        maps = module.subject_maps(ensemble(module.generate(z_star, torch.full((len(z_star),), class_id))),
-                                   torch.full((len(z_star),), VOC_CLASSES.index(SUBJECT)))  # fmt: skip
+        maps = module.subject_maps(
+            ensemble(module.generate(z_star, torch.full((len(z_star),), class_id))),
+            torch.full((len(z_star),), VOC_CLASSES.index(SUBJECT)),
+        )
     masks = maps > 0.5  # [8 * count, S, S]
     chosen = [i for i in range(len(masks)) if masks[i].float().mean() >= 0.05][:count]
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,9 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", type=int, default=6, help="known-answer silhouettes")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="rows per chunk (default: the CPU default); below all trajectories at once, so rows that "
-                        "early stop or pruning free are refilled")  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="rows per chunk (default: the CPU default); below all trajectories at once, so rows that "
+        "early stop or pruning free are refilled",
+    )
     args = p.parse_args(argv)
 
     from silhouette_lightning.config.settings import build_config
@@ -115,21 +122,44 @@ def main(argv: list[str] | None = None) -> int:
     for name, settings in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        values = dict(data=str(data), masks=True, classes=[1], restarts=8, starts=0, steps=args.steps, seg_size=32,
-                      batch_size=args.batch_size, accelerator="cpu", save_images="none", image_every=0, frames=2, heldout="none",
-                      out=str(args.work / "runs"), name=re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_"))  # fmt: skip
+        values = dict(
+            data=str(data),
+            masks=True,
+            classes=[1],
+            restarts=8,
+            starts=0,
+            steps=args.steps,
+            seg_size=32,
+            batch_size=args.batch_size,
+            accelerator="cpu",
+            save_images="none",
+            image_every=0,
+            frames=2,
+            heldout="none",
+            out=str(args.work / "runs"),
+            name=re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_"),
+        )
         config = build_config(values | settings)
         clock = StepClock()
-        run_dir = run(config, generator=generator, ensemble=ensemble, log=lambda *a: None, enable_progress_bar=False,
-                      callbacks=[clock])  # fmt: skip
+        run_dir = run(
+            config,
+            generator=generator,
+            ensemble=ensemble,
+            log=lambda *a: None,
+            enable_progress_bar=False,
+            callbacks=[clock],
+        )
         records = list(load_records(run_dir).values())
         timing = clock.summary()
         seconds = timing["total_s"] - timing["before_first_step_s"]
         spent, best = group_curves(records, args.steps, config.starts)
         curves[name] = (spent, best)
         rows.append((name, spent[-1], best[-1], timing["batches"], seconds))
-        print(f"{name}: {spent[-1]:.1f} latent steps per pair, mean best IoU {best[-1]:.4f}, "
-              f"{timing['batches']} chunk steps, {seconds:.1f} s", flush=True)  # fmt: skip
+        print(
+            f"{name}: {spent[-1]:.1f} latent steps per pair, mean best IoU {best[-1]:.4f}, "
+            f"{timing['batches']} chunk steps, {seconds:.1f} s",
+            flush=True,
+        )
         write_outputs(args.out, rows, curves, len(list((data / SUBJECT).glob("*.png"))))  # after each: partial is kept
     return 0
 
@@ -142,12 +172,17 @@ def write_outputs(out: Path, rows: list, curves: dict, targets: int) -> None:
     import matplotlib.pyplot as plt
 
     paper_best = curves["paper (best of 8)"][1][-1] if "paper (best of 8)" in curves else None
-    lines = ["| search | latent steps per pair | mean best IoU | steps to the paper's final IoU | chunk steps (run) "
-             "| CPU seconds (run) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "| search | latent steps per pair | mean best IoU | steps to the paper's final IoU | chunk steps (run) "
+        "| CPU seconds (run) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, spent, best, ticks, seconds in rows:
         reach = steps_to_reach(*curves[name], paper_best) if paper_best is not None else None
-        lines.append(f"| {name} | {spent:.1f} | {best:.4f} | {'never' if reach is None else f'{reach:.1f}'} | "
-                     f"{ticks} | {seconds:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {spent:.1f} | {best:.4f} | {'never' if reach is None else f'{reach:.1f}'} | "
+            f"{ticks} | {seconds:.1f} |"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "search_table.md").write_text("\n".join(lines) + "\n")
 
@@ -158,8 +193,7 @@ def write_outputs(out: Path, rows: list, curves: dict, targets: int) -> None:
         ax.axhline(paper_best, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("latent steps spent per (source, class)")
     ax.set_ylabel("mean best IoU reached")
-    ax.set_title(f"Search options on {targets} known-answer silhouettes "
-                 "(tiny random-weight models, CPU)", fontsize=10)  # fmt: skip
+    ax.set_title(f"Search options on {targets} known-answer silhouettes (tiny random-weight models, CPU)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

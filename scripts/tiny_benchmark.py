@@ -4,7 +4,8 @@
         --seg-size 32 --accelerator cpu
 
 Takes every `train.py benchmark` flag; the generator is a tiny random BigGAN (32 px, 10 classes) and the segmenters
-two tiny random "decisive" dog segmenters (silhouette_lightning/models/tiny.py), built the same way in every process: with
+two tiny random "decisive" dog segmenters (silhouette_lightning/models/tiny.py), built the same way in every process:
+with
 `--devices 2 --strategy ddp` Lightning starts this file again for each rank, and every rank must hold the same models.
 A variant's generator and segmenters settings are recorded but not loaded. Nothing here has learned anything: the
 numbers show that the benchmark works, not how BigGAN behaves.
@@ -31,8 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings, variants, base = parse_args(argv)
         size = next((layer["seg_size"] for layer in reversed(base) if layer.get("seg_size")), 32)
-        run_benchmark(settings, variants, base, generator=build_random_generator(tiny_biggan_config(), seed=0),
-                      ensemble=decisive_ensemble(size), enable_progress_bar=False)  # fmt: skip
+        run_benchmark(
+            settings,
+            variants,
+            base,
+            generator=build_random_generator(tiny_biggan_config(), seed=0),
+            ensemble=decisive_ensemble(size),
+            enable_progress_bar=False,
+        )
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,8 +7,11 @@ line's `--help`) does not import torch and Lightning.
 __all__ = ["Swap", "regenerate", "swap"]
 __version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)
 
-_LAZY = {"Swap": "silhouette_lightning.api", "swap": "silhouette_lightning.api",
-         "regenerate": "silhouette_lightning.outputs.records"}  # fmt: skip
+_LAZY = {
+    "Swap": "silhouette_lightning.api",
+    "swap": "silhouette_lightning.api",
+    "regenerate": "silhouette_lightning.outputs.records",
+}
 
 
 def __getattr__(name: str):

@@ -79,8 +79,9 @@ def swap(
         if not source.is_file() or source.read_bytes() != content:
             source.write_bytes(content)
         config = build_config(layer | {"data": str(data), "out": str(root), "name": run_name})
-        run_dir = run(config, generator=generator, ensemble=ensemble, heldout_model=heldout_model,
-                      enable_progress_bar=False)  # fmt: skip
+        run_dir = run(
+            config, generator=generator, ensemble=ensemble, heldout_model=heldout_model, enable_progress_bar=False
+        )
         if generator is None:
             from silhouette_lightning.models.biggan import load_generator
 
@@ -114,6 +115,15 @@ def _read_results(run_dir: Path, generator) -> list[Swap]:
         mask_file = folder / "mask.png"
         mask = pil_to_tensor(Image.open(mask_file))[0].float() / 255 if mask_file.exists() else torch.empty(0)
         heldout = float(row["heldout_iou"]) if row.get("heldout_iou") else None
-        swaps.append(Swap(int(row["class_id"]), row["class_name"], regenerate(latent, generator), mask,
-                          float(row["best_iou"]), latent, heldout))  # fmt: skip
+        swaps.append(
+            Swap(
+                int(row["class_id"]),
+                row["class_name"],
+                regenerate(latent, generator),
+                mask,
+                float(row["best_iou"]),
+                latent,
+                heldout,
+            )
+        )
     return swaps

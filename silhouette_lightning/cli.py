@@ -47,15 +47,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OutputError as e:
-        print(f"error: cannot write {e.filename}: {e.strerror}; finished results are kept: make room (or fix the "
-              "folder) and run the same command again to resume", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: cannot write {e.filename}: {e.strerror}; finished results are kept: make room (or fix the "
+            "folder) and run the same command again to resume",
+            file=sys.stderr,
+        )
         return 2
     except Exception as e:  # torch is imported only once a run starts: `--help` answers without it
         import torch
 
         if not isinstance(e, torch.OutOfMemoryError):
             raise
-        print("error: out of memory on the device: pass a smaller --batch-size (or auto) or --seg-size; finished "
-              "results are kept and the same command resumes", file=sys.stderr)  # fmt: skip
+        print(
+            "error: out of memory on the device: pass a smaller --batch-size (or auto) or --seg-size; finished "
+            "results are kept and the same command resumes",
+            file=sys.stderr,
+        )
         return 2
     return 0

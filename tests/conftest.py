@@ -83,8 +83,9 @@ def torch_home(tmp_path, monkeypatch, heldout_checkpoint) -> Path:
     path, _ = segmenter_weights_path("lraspp_mobilenet_v3_large")
     path.parent.mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save(get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=21)
-               .state_dict(), path)  # fmt: skip
+    torch.save(
+        get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=21).state_dict(), path
+    )
     heldout_path, _ = segmenter_weights_path(DEFAULT_HELDOUT)
     heldout_path.symlink_to(heldout_checkpoint)
     return home
@@ -100,12 +101,34 @@ def cli_args(tmp_path, generator_dir, torch_home, mask_folder):
 
     def args(*extra: str, name: str = "run", data: Path | None = None, default_search: bool = False) -> list[str]:
         return [
-            "--data", str(data or mask_folder), "--masks", "--classes", "1,goldfish,3", "--restarts", "2",
-            "--steps", "3", "--batch-size", "4", "--generator", str(generator_dir),
-            "--segmenters", "lraspp_mobilenet_v3_large:1", "--seg-size", "64", "--out", str(tmp_path / "out"),
-            "--name", name, "--accelerator", "cpu", "--frames", "3", *([] if default_search else ["--starts", "0"]),
+            "--data",
+            str(data or mask_folder),
+            "--masks",
+            "--classes",
+            "1,goldfish,3",
+            "--restarts",
+            "2",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--generator",
+            str(generator_dir),
+            "--segmenters",
+            "lraspp_mobilenet_v3_large:1",
+            "--seg-size",
+            "64",
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            name,
+            "--accelerator",
+            "cpu",
+            "--frames",
+            "3",
+            *([] if default_search else ["--starts", "0"]),
             *extra,
-        ]  # fmt: skip
+        ]
 
     return args
 

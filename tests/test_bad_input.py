@@ -112,17 +112,40 @@ def test_non_finite_trajectory_stops_alone(tiny_generator, ensemble):
     z_star = torch.randn(4, 8, generator=g) * 0.4
     start = z_star + 0.3 * torch.randn(4, 8, generator=g)
     classes, channels = torch.tensor([1, 3, 5, 7]), torch.full((4,), 7)
-    faulty = recover(NanForClass(tiny_generator), ensemble, z_star[[0, 2, 3]], classes[[0, 2, 3]], channels[:3],
-                     start=start[[0, 2, 3]], steps=6)  # targets from healthy rows only  # fmt: skip
-    mixed = recover(NanForClass(tiny_generator), ensemble, torch.cat([z_star[:1], z_star[1:2], z_star[2:]]),
-                    classes, channels, start=start, steps=6)  # fmt: skip
+    faulty = recover(
+        NanForClass(tiny_generator),
+        ensemble,
+        z_star[[0, 2, 3]],
+        classes[[0, 2, 3]],
+        channels[:3],
+        start=start[[0, 2, 3]],
+        steps=6,
+    )  # targets from healthy rows only
+    mixed = recover(
+        NanForClass(tiny_generator),
+        ensemble,
+        torch.cat([z_star[:1], z_star[1:2], z_star[2:]]),
+        classes,
+        channels,
+        start=start,
+        steps=6,
+    )
     assert mixed.stopped_at.tolist() == [-1, 0, -1, -1]
     assert mixed.best_iou[1] == -1  # never had a valid score
     assert torch.isfinite(mixed.best_z).all()
     healthy = [0, 2, 3]
     assert torch.allclose(mixed.best_z[healthy], faulty.best_z, atol=1e-6), "a NaN row disturbed the others"
-    record = {"source": "a", "subject": "dog", "class_id": 3, "restart": 0, "seed": 1, "best_iou": -1.0,
-              "best_loss": float("inf"), "best_step": 0, "stopped_at": 0}  # fmt: skip
+    record = {
+        "source": "a",
+        "subject": "dog",
+        "class_id": 3,
+        "restart": 0,
+        "seed": 1,
+        "best_iou": -1.0,
+        "best_loss": float("inf"),
+        "best_step": 0,
+        "stopped_at": 0,
+    }
     assert summary_row(Path("run"), [record])["status"].startswith("failed: ")
 
 
@@ -154,7 +177,9 @@ def test_folder_where_every_file_is_bad_says_nothing_was_swapped(cli_args, tmp_p
     assert "Traceback" not in err and "nothing could be swapped" in err and "No training batches" not in err
     rows = read_csv(tmp_path / "out" / "run" / "results.csv")
     assert [(r["source"], r["status"]) for r in rows] == [
-        ("dog/empty.png", "skipped: empty file"), ("dog/notes.png", "skipped: not an image file")]  # fmt: skip
+        ("dog/empty.png", "skipped: empty file"),
+        ("dog/notes.png", "skipped: not an image file"),
+    ]
 
 
 def test_subject_without_classes_is_skipped_with_a_reason(cli_args, tmp_path, capsys):
@@ -177,5 +202,14 @@ def test_api_photo_without_subject_raises_a_clear_error(tmp_path, tiny_generator
     black = Image.new("RGB", (48, 48))
     ensemble = freeze(SegmenterEnsemble([BrightIsDog()], [1.0], 32))
     with pytest.raises(UsageError, match="nothing could be swapped.*no subject found"):
-        swap(black, [1], restarts=1, steps=1, seg_size=32, accelerator="cpu", generator=tiny_generator,
-             ensemble=ensemble, heldout="none")  # fmt: skip
+        swap(
+            black,
+            [1],
+            restarts=1,
+            steps=1,
+            seg_size=32,
+            accelerator="cpu",
+            generator=tiny_generator,
+            ensemble=ensemble,
+            heldout="none",
+        )

@@ -14,8 +14,20 @@ from torch import nn
 from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-TINY = ["--generator", "tiny", "--segmenters", "lraspp_mobilenet_v3_large:1", "--seg-size", "32", "--device", "cpu",
-        "--warmup", "0", "--repeats", "1"]  # fmt: skip
+TINY = [
+    "--generator",
+    "tiny",
+    "--segmenters",
+    "lraspp_mobilenet_v3_large:1",
+    "--seg-size",
+    "32",
+    "--device",
+    "cpu",
+    "--warmup",
+    "0",
+    "--repeats",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +125,20 @@ def test_bad_arguments_exit(bench, bad):
 def test_harness_and_peak_are_measured_in_the_same_run(bench, tmp_path):
     """--harness times a plain step inside the whole tool and the bare step; --measure-peak replaces the peak."""
     out = tmp_path / "bench.json"
-    bench.main([*TINY, "--batch-sizes", "2", "--no-reference", "--harness", "--harness-steps", "4",
-                "--measure-peak", "--json", str(out)])  # fmt: skip
+    bench.main(
+        [
+            *TINY,
+            "--batch-sizes",
+            "2",
+            "--no-reference",
+            "--harness",
+            "--harness-steps",
+            "4",
+            "--measure-peak",
+            "--json",
+            str(out),
+        ]
+    )
     results = json.loads(out.read_text())
     harness = results["harness"]
     assert harness["bare_step_s"] > 0 and harness["harness_step_s"] > 0

@@ -14,8 +14,14 @@ TIMED = ("seconds_mean", "seconds_total")  # wall time: the one thing that may d
 
 def _bench(args: list[str]) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "tiny_benchmark.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "tiny_benchmark.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
 
 
 def _same_tables(one: Path, two: Path, names: list[str]) -> None:
@@ -41,11 +47,37 @@ def test_two_processes_write_the_tables_of_one(tmp_path, mask_folder, mode):
         flags = ["--data", str(mask_folder), "--masks", "--classes", "1,3", "--restarts", "2", "--steps", "4"]
         tables = ["compare.csv"]
     else:
-        flags = ["--recovery", "--classes", "1,4", "--restarts", "3", "--steps", "4", "--shifts", "0,4",
-                 "--rotations", "0,20"]  # fmt: skip
+        flags = [
+            "--recovery",
+            "--classes",
+            "1,4",
+            "--restarts",
+            "3",
+            "--steps",
+            "4",
+            "--shifts",
+            "0,4",
+            "--rotations",
+            "0,20",
+        ]
         tables = ["compare.csv", "recovery.csv"]
-    flags += ["--compare", "loss=mse", "loss=bce_bg", "--batch-size", "2", "--seg-size", "32", "--accelerator", "cpu",
-              "--save-images", "none", "--image-every", "0", "--out", str(tmp_path / "out")]  # fmt: skip
+    flags += [
+        "--compare",
+        "loss=mse",
+        "loss=bce_bg",
+        "--batch-size",
+        "2",
+        "--seg-size",
+        "32",
+        "--accelerator",
+        "cpu",
+        "--save-images",
+        "none",
+        "--image-every",
+        "0",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     one = _bench([*flags, "--devices", "1", "--name", "one"])
     assert one.returncode == 0, one.stderr[-3000:]
     two = _bench([*flags, "--devices", "2", "--strategy", "ddp", "--name", "two"])

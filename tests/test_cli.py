@@ -59,9 +59,14 @@ def test_unknown_class_is_an_error_before_any_work(cli_args, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "flag, value, message",
-    [("--truncation", "1.5", "truncation"), ("--restarts", "0", "restarts"), ("--steps", "0", "steps"),
-     ("--lr", "-1", "lr"), ("--segmenters", "lraspp_mobilenet_v3_large:0", "sum")],
-)  # fmt: skip
+    [
+        ("--truncation", "1.5", "truncation"),
+        ("--restarts", "0", "restarts"),
+        ("--steps", "0", "steps"),
+        ("--lr", "-1", "lr"),
+        ("--segmenters", "lraspp_mobilenet_v3_large:0", "sum"),
+    ],
+)
 def test_out_of_range_settings_exit_2(cli_args, flag, value, message, capsys):
     args = cli_args()
     if flag in args:

@@ -34,15 +34,41 @@ def bench_args(cli_args, *extra, name="bench"):
 
 def tiny_flags(tmp_path, mask_folder, *extra, name="bench"):
     """A small benchmark on in-memory tiny models: 3 masks x 2 classes x 2 restarts, 4 steps."""
-    return ["--data", str(mask_folder), "--masks", "--classes", "1,3", "--restarts", "2", "--steps", "4",
-            "--batch-size", "4", "--seg-size", "32", "--out", str(tmp_path / "out"), "--name", name,
-            "--accelerator", "cpu", "--save-images", "none", "--image-every", "0", "--heldout", "none", *extra]  # fmt: skip
+    return [
+        "--data",
+        str(mask_folder),
+        "--masks",
+        "--classes",
+        "1,3",
+        "--restarts",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--seg-size",
+        "32",
+        "--out",
+        str(tmp_path / "out"),
+        "--name",
+        name,
+        "--accelerator",
+        "cpu",
+        "--save-images",
+        "none",
+        "--image-every",
+        "0",
+        "--heldout",
+        "none",
+        *extra,
+    ]
 
 
 def run_tiny(argv, generator, ensemble, log):
     settings, variants, base = parse_args(argv)
-    return run_benchmark(settings, variants, base, generator=generator, ensemble=ensemble, log=log,
-                         enable_progress_bar=False)  # fmt: skip
+    return run_benchmark(
+        settings, variants, base, generator=generator, ensemble=ensemble, log=log, enable_progress_bar=False
+    )
 
 
 def test_compare_writes_one_row_set_per_variant_from_their_own_outputs(tmp_path, mask_folder, tiny_generator):
@@ -57,8 +83,9 @@ def test_compare_writes_one_row_set_per_variant_from_their_own_outputs(tmp_path,
         run = root / label
         mine = [r for r in rows if r["variant"] == label]
         assert [r["class"] for r in mine] == ["all", "1", "3"]  # one row set per variant: all classes, then each
-        scopes = {s["class"]: s for s in json.loads((run / "convergence.json").read_text())["scopes"]
-                  if s["subject"] == "all"}  # fmt: skip
+        scopes = {
+            s["class"]: s for s in json.loads((run / "convergence.json").read_text())["scopes"] if s["subject"] == "all"
+        }
         for row in mine:
             scope = scopes[row["class"]]
             assert float(row["mean_best_iou"]) == pytest.approx(scope["curves"]["best_iou_mean"][-1], abs=1e-12)
@@ -98,8 +125,11 @@ def test_bundled_folder_expands_to_its_files():
     labels = [v.label for v in parse_variants(["appendix_a"])]
     assert labels == ["deeplabv3", "ensemble", "logits", "losses"]
     by_label = {v.label: v.layer for v in parse_variants(["appendix_a", "appendix_c"])}
-    assert by_label["ensemble"] == {"segmenters": "deeplabv3_resnet101:0.6,fcn_resnet101:0.4", "ensemble": "probs",
-                                    "starts": 0}  # fmt: skip
+    assert by_label["ensemble"] == {
+        "segmenters": "deeplabv3_resnet101:0.6,fcn_resnet101:0.4",
+        "ensemble": "probs",
+        "starts": 0,
+    }
     assert by_label["logits"]["ensemble"] == "logits" and by_label["losses"]["ensemble"] == "losses"
     assert by_label["deeplabv3"]["segmenters"] == "deeplabv3_resnet101:1"
     assert by_label["mse"] == {"loss": "mse", "starts": 0} and by_label["bce_bg"] == {"loss": "bce_bg", "starts": 0}
@@ -108,15 +138,24 @@ def test_bundled_folder_expands_to_its_files():
 
 def test_key_values_keep_commas_inside_values():
     assert parse_key_values("segmenters=a:0.6,b:0.4,lr=1e-3,betas=[0.9, 0.99]") == {
-        "segmenters": "a:0.6,b:0.4", "lr": 0.001, "betas": [0.9, 0.99]}  # fmt: skip
+        "segmenters": "a:0.6,b:0.4",
+        "lr": 0.001,
+        "betas": [0.9, 0.99],
+    }
     assert parse_variants(["loss=mse,lr=0.05"])[0] == Variant("loss=mse,lr=0.05", {"loss": "mse", "lr": 0.05}, "flags")
 
 
 @pytest.mark.parametrize(
     "compare, message",
-    [(["steps=7"], "changes steps"), (["loss=nope"], "--loss must be one of"), (["colour=red"], "unknown setting"),
-     (["loss=mse", "loss=mse"], "share the folder"), (["nothing-here"], "not a file"), (["name=x"], "sets name")],
-)  # fmt: skip
+    [
+        (["steps=7"], "changes steps"),
+        (["loss=nope"], "--loss must be one of"),
+        (["colour=red"], "unknown setting"),
+        (["loss=mse", "loss=mse"], "share the folder"),
+        (["nothing-here"], "not a file"),
+        (["name=x"], "sets name"),
+    ],
+)
 def test_bad_variants_exit_2_before_any_work(cli_args, tmp_path, capsys, compare, message):
     assert main(bench_args(cli_args, "--compare", *compare)) == 2
     err = capsys.readouterr().err

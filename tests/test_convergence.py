@@ -30,11 +30,19 @@ def synthetic_records(seed: int = 0) -> list[dict]:
                     stopped = rng.randrange(0, STEPS + 1)
                     for s in range(stopped, STEPS + 1):
                         iou[s], loss[s] = rng.choice([float("nan"), 0.99]), float("nan")
-                records.append({
-                    "source": source, "subject": subject, "class_id": class_id, "restart": restart, "seed": 0,
-                    "stopped_at": stopped, "iou_history": torch.tensor(iou), "loss_history": torch.tensor(loss),
-                    "seconds": rng.uniform(0.5, 2.0),
-                })  # fmt: skip
+                records.append(
+                    {
+                        "source": source,
+                        "subject": subject,
+                        "class_id": class_id,
+                        "restart": restart,
+                        "seed": 0,
+                        "stopped_at": stopped,
+                        "iou_history": torch.tensor(iou),
+                        "loss_history": torch.tensor(loss),
+                        "seconds": rng.uniform(0.5, 2.0),
+                    }
+                )
     return records
 
 
@@ -129,11 +137,17 @@ def test_heldout_mean_is_over_the_scopes_scored_pairs():
     records = synthetic_records()
     pairs = sorted({(r["source"], r["class_id"]) for r in records})
     heldout = {pair: (i % 5) / 5 for i, pair in enumerate(pairs) if pair != ("dog/a.png", 7)}  # one pair unscored
-    got = {(r["class"], r["subject"], r["statistic"]): r["value"] for r in convergence_stats(records, THRESHOLDS, heldout)
-           if r["step"] is None}  # fmt: skip
+    got = {
+        (r["class"], r["subject"], r["statistic"]): r["value"]
+        for r in convergence_stats(records, THRESHOLDS, heldout)
+        if r["step"] is None
+    }
     for c, subject in [("all", "all"), ("7", "all"), ("all", "dog"), ("207", "cat"), ("7", "dog")]:
-        scored = [v for (source, class_id), v in heldout.items()
-                  if c in ("all", str(class_id)) and subject in ("all", source.split("/")[0])]  # fmt: skip
+        scored = [
+            v
+            for (source, class_id), v in heldout.items()
+            if c in ("all", str(class_id)) and subject in ("all", source.split("/")[0])
+        ]
         assert got[(c, subject, "heldout_iou_count")] == len(scored)
         assert got[(c, subject, "heldout_iou_mean")] == pytest.approx(sum(scored) / len(scored))
     assert got[("7", "dog", "heldout_iou_count")] == 1  # dog/b.png only
@@ -144,8 +158,11 @@ def test_heldout_mean_is_over_the_scopes_scored_pairs():
 def test_best_so_far_ends_at_the_records_best_iou():
     """The final best-so-far IoU is what the module reported as the trajectory's best (stopped rows: their
     best before stopping)."""
-    record = synthetic_records()[0] | {"iou_history": torch.tensor([0.2, 0.6, 0.4, 0.9, 0.1]), "stopped_at": 3,
-                                       "loss_history": torch.ones(5)}  # fmt: skip
+    record = synthetic_records()[0] | {
+        "iou_history": torch.tensor([0.2, 0.6, 0.4, 0.9, 0.1]),
+        "stopped_at": 3,
+        "loss_history": torch.ones(5),
+    }
     rows = convergence_stats([record], [0.5])
     curve = by_scope(rows)[("all", "all")]["curves"]["best_iou_mean"]
     assert curve == pytest.approx([0.2, 0.6, 0.6, 0.6, 0.6])
@@ -214,8 +231,14 @@ def test_run_writes_convergence_and_resume_keeps_histories(cli_args, tmp_path, m
     document = json.loads((run_dir / "convergence.json").read_text())
     assert document["thresholds"] == [0.3, 0.6]
     assert {(s["class"], s["subject"]) for s in document["scopes"]} == {(c, s) for c, s, _, _ in stats}
-    assert list(read_csv(run_dir / "convergence.csv")[0]) == ["class", "class_name", "subject", "step",
-                                                              "statistic", "value"]  # fmt: skip
+    assert list(read_csv(run_dir / "convergence.csv")[0]) == [
+        "class",
+        "class_name",
+        "subject",
+        "step",
+        "statistic",
+        "value",
+    ]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from test_report import check_report

@@ -16,8 +16,9 @@ def _train(args: list[str], torch_home: Path) -> subprocess.CompletedProcess:
     # One intra-op thread in every run: Lightning gives each DDP process cores / processes threads, and a CPU
     # kernel's parallel reductions round differently with another thread count (1e-8 in z, not what is tested)
     env = os.environ | {"TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
 
 
 @pytest.mark.slow
@@ -29,8 +30,9 @@ def test_many_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path, w
     # chunks of 2 x 4 leave a padded last chunk; with 3, one chunk of 3 x 4
     one = _train(cli_args("--save-images", "best", "--devices", "1", name="one"), torch_home)
     assert one.returncode == 0, one.stderr[-3000:]
-    many = _train(cli_args("--save-images", "best", "--devices", str(world), "--strategy", "ddp", name="many"),
-                  torch_home)  # fmt: skip
+    many = _train(
+        cli_args("--save-images", "best", "--devices", str(world), "--strategy", "ddp", name="many"), torch_home
+    )
     assert many.returncode == 0, many.stderr[-3000:]
     assert f"Starting with {world} processes" in many.stdout + many.stderr, f"the run did not use {world} processes"
 
@@ -39,7 +41,12 @@ def test_many_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path, w
     assert len(rows_many) == 6 and len({(r["source"], r["class_id"]) for r in rows_many}) == 6  # none lost or repeated
     for a, b in zip(rows_one, rows_many, strict=True):
         assert (a["source"], a["class_id"], a["best_restart"], a["best_step"], a["best_iou"]) == (
-            b["source"], b["class_id"], b["best_restart"], b["best_step"], b["best_iou"])  # fmt: skip
+            b["source"],
+            b["class_id"],
+            b["best_restart"],
+            b["best_step"],
+            b["best_iou"],
+        )
         assert float(a["best_loss"]) == pytest.approx(float(b["best_loss"]), rel=1e-6)
     # every trajectory recorded exactly once, with the latent of the one-process run
     from silhouette_lightning.outputs.records import records_dir
@@ -60,8 +67,11 @@ def test_many_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path, w
     from silhouette_lightning.outputs.convergence import read_convergence
 
     def timeless(run):
-        return {(r["class"], r["subject"], r["step"], r["statistic"]): r["value"]
-                for r in read_convergence(tmp_path / "out" / run) if not r["statistic"].startswith("seconds")}  # fmt: skip
+        return {
+            (r["class"], r["subject"], r["step"], r["statistic"]): r["value"]
+            for r in read_convergence(tmp_path / "out" / run)
+            if not r["statistic"].startswith("seconds")
+        }
 
     assert timeless("many") == pytest.approx(timeless("one"), abs=1e-5)
     assert (tmp_path / "out" / "many" / "report.html").exists()
@@ -84,8 +94,13 @@ def test_sigkill_then_resume_loses_nothing_finished(cli_args, torch_home, tmp_pa
     whole = _train(args("whole"), torch_home)
     assert whole.returncode == 0, whole.stderr[-3000:]
     env = os.environ | {"TORCH_HOME": str(torch_home)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args("killed")], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args("killed")],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parts = records_dir(tmp_path / "out" / "killed")
     deadline = time.monotonic() + 300
     while not list(parts.glob("part-*.pt")) and time.monotonic() < deadline and proc.poll() is None:
@@ -102,8 +117,20 @@ def test_sigkill_then_resume_loses_nothing_finished(cli_args, torch_home, tmp_pa
 @pytest.mark.slow
 def test_search_options_give_the_same_answer_on_two_processes(cli_args, torch_home, tmp_path):
     """Best-of-N scoring split over ranks, early stop, pruning and class vectors: 2 processes equal 1."""
-    flags = ["--save-images", "none", "--starts", "3", "--class-lr", "0.01", "--patience", "1", "--prune-after", "1",
-             "--prior-weight", "1"]  # fmt: skip
+    flags = [
+        "--save-images",
+        "none",
+        "--starts",
+        "3",
+        "--class-lr",
+        "0.01",
+        "--patience",
+        "1",
+        "--prune-after",
+        "1",
+        "--prior-weight",
+        "1",
+    ]
     one = _train(cli_args(*flags, "--devices", "1", name="one"), torch_home)
     assert one.returncode == 0, one.stderr[-3000:]
     two = _train(cli_args(*flags, "--devices", "2", "--strategy", "ddp", name="two"), torch_home)
@@ -115,6 +142,11 @@ def test_search_options_give_the_same_answer_on_two_processes(cli_args, torch_ho
     for identity, ra in a.items():
         rb = b[identity]
         assert (ra["seed"], ra["best_step"], ra["ended_at"], ra["ended_by"], ra["nearest_class"]) == (
-            rb["seed"], rb["best_step"], rb["ended_at"], rb["ended_by"], rb["nearest_class"])  # fmt: skip
+            rb["seed"],
+            rb["best_step"],
+            rb["ended_at"],
+            rb["ended_by"],
+            rb["nearest_class"],
+        )
         assert torch.allclose(ra["best_z"], rb["best_z"], atol=1e-5)
         assert ra["best_loss"] == pytest.approx(rb["best_loss"], rel=1e-4)

@@ -19,8 +19,17 @@ def test_one_device_keeps_lightnings_single_process_strategy():
     assert build_strategy(build_config({"strategy": "single_device"})) == "single_device"
 
 
-@pytest.mark.parametrize("settings", [{"devices": 2}, {"devices": "auto"}, {"devices": "0,1"}, {"num_nodes": 2},
-                                      {"strategy": "ddp"}, {"strategy": "ddp", "devices": 4}])  # fmt: skip
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"devices": 2},
+        {"devices": "auto"},
+        {"devices": "0,1"},
+        {"num_nodes": 2},
+        {"strategy": "ddp"},
+        {"strategy": "ddp", "devices": 4},
+    ],
+)
 def test_several_processes_get_the_summing_ddp(settings):
     strategy = build_strategy(build_config(settings))
     assert isinstance(strategy, SummingDDPStrategy) and isinstance(strategy, DDPStrategy)

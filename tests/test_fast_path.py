@@ -48,8 +48,19 @@ def test_cpu_default_command_gives_the_explicit_fp32_results(cli_args, tmp_path)
     i = args.index("--batch-size")
     del args[i : i + 2]  # the default batch size
     assert main(args) == 0
-    explicit = cli_args("--save-images", "none", "--precision", "32-true", "--no-compile", "--batch-size", "16",
-                        "--starts", "32", name="explicit", default_search=True)  # fmt: skip
+    explicit = cli_args(
+        "--save-images",
+        "none",
+        "--precision",
+        "32-true",
+        "--no-compile",
+        "--batch-size",
+        "16",
+        "--starts",
+        "32",
+        name="explicit",
+        default_search=True,
+    )
     del explicit[explicit.index("--batch-size") : explicit.index("--batch-size") + 2]  # the first of two
     assert main(explicit) == 0
     saved = yaml.safe_load((tmp_path / "out" / "defaults" / "config.yaml").read_text())

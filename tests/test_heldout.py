@@ -19,8 +19,9 @@ DOG = 12  # VOC index
 
 def independent_heldout_iou(checkpoint, latent_file, target_file, size: int) -> float:
     """The held-out IoU written out from scratch: torchvision's model, the saved latent, the cached target."""
-    model = get_model("deeplabv3_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=21,
-                      aux_loss=False).eval()  # fmt: skip
+    model = get_model(
+        "deeplabv3_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=21, aux_loss=False
+    ).eval()
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
     image = regenerate(latent_file)[None]  # [1, 3, R, R] in [0, 1]
     x = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
@@ -38,8 +39,9 @@ def test_heldout_iou_equals_an_independent_computation(cli_args, tmp_path, heldo
     heldout = [float(r["heldout_iou"]) for r in rows]
     for row, score in zip(rows, heldout, strict=True):
         latent_file = run / row["output_dir"] / "latent.pt"
-        expected = independent_heldout_iou(heldout_checkpoint, latent_file, target_path(run / "targets" / "pad", row["source"]),
-                                           size=64)  # fmt: skip
+        expected = independent_heldout_iou(
+            heldout_checkpoint, latent_file, target_path(run / "targets" / "pad", row["source"]), size=64
+        )
         assert abs(score - expected) <= 1e-6, (row["source"], row["class_id"], score, expected)
         latent = torch.load(latent_file, weights_only=True)
         assert latent["heldout"] == "deeplabv3_mobilenet_v3_large" and abs(latent["heldout_iou"] - score) <= 1e-6
@@ -52,8 +54,11 @@ def test_heldout_iou_equals_an_independent_computation(cli_args, tmp_path, heldo
         mine = [h for r, h in zip(rows, heldout, strict=True) if r["class_id"] == class_id]
         assert abs(float(row["mean_heldout_iou"]) - sum(mine) / len(mine)) <= 5e-5
 
-    convergence = {(r["class"], r["subject"], r["statistic"]): float(r["value"])
-                   for r in read_csv(run / "convergence.csv") if r["step"] == ""}  # fmt: skip
+    convergence = {
+        (r["class"], r["subject"], r["statistic"]): float(r["value"])
+        for r in read_csv(run / "convergence.csv")
+        if r["step"] == ""
+    }
     for class_id in classes:
         mine = [h for r, h in zip(rows, heldout, strict=True) if r["class_id"] == class_id]
         assert convergence[(class_id, "all", "heldout_iou_count")] == len(mine)

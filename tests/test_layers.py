@@ -34,3 +34,11 @@ def test_an_upward_import_is_caught(tmp_path):
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
     assert "silhouette_lightning.core.errors -> silhouette_lightning.engine.module" in result.stdout
+
+
+def test_the_code_is_linted_and_formatted():
+    """`ruff check` and `ruff format --check` pass (pyproject's [tool.ruff]: the formatter is on everywhere)."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    for args in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run([ruff, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"ruff {' '.join(args)}:\n{result.stdout[-3000:]}{result.stderr[-1000:]}"

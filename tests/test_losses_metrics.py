@@ -75,8 +75,9 @@ def test_ensemble_modes():
     assert torch.allclose(ensemble_probs(logits, w, "logits"), (0.6 * logits[0] + 0.4 * logits[1]).softmax(1))
     target, channel = torch.rand(3, 4, 4), torch.tensor([12, 8, 3])
     per_member = [map_loss(logits[m].softmax(1), target, channel) for m in range(2)]
-    assert torch.allclose(trajectory_loss(logits, w, target, channel, mode="losses"),
-                          0.6 * per_member[0] + 0.4 * per_member[1])  # fmt: skip
+    assert torch.allclose(
+        trajectory_loss(logits, w, target, channel, mode="losses"), 0.6 * per_member[0] + 0.4 * per_member[1]
+    )
 
 
 @pytest.mark.parametrize("loss", LOSSES)

@@ -115,5 +115,9 @@ def test_compiled_ensemble_gives_the_same_search(tmp_path, cli_args):
     compiled = read_csv(tmp_path / "out" / "compiled" / "results.csv")
     for a, b in zip(plain, compiled, strict=True):
         assert (a["source"], a["class_id"], a["best_restart"], a["best_step"]) == (
-            b["source"], b["class_id"], b["best_restart"], b["best_step"])  # fmt: skip
+            b["source"],
+            b["class_id"],
+            b["best_restart"],
+            b["best_step"],
+        )
         assert float(a["best_loss"]) == pytest.approx(float(b["best_loss"]), rel=1e-3)

@@ -67,8 +67,9 @@ def test_help_names_the_command_it_runs_as(monkeypatch, capsys):
         main()
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: silhouette-swap ")
     # the real script, as a user types it
-    done = subprocess.run([*console_command(), "--help"], env=checkout_env(), capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [*console_command(), "--help"], env=checkout_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.startswith("usage: silhouette-swap "), done.stderr
 
 
@@ -80,8 +81,13 @@ def test_console_command_runs_the_same_job_as_train_py(cli_args, tmp_path, torch
     assert exit_.value.code == 0
 
     command_args = cli_args("--save-images", "none", "--image-every", "0", name="command")
-    done = subprocess.run([*console_command(), *command_args], env=checkout_env(TORCH_HOME=str(torch_home)),
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [*console_command(), *command_args],
+        env=checkout_env(TORCH_HOME=str(torch_home)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     by_script = read_csv(tmp_path / "out" / "train_py" / "results.csv")
     assert by_script and all(r["status"] == "ok" for r in by_script)
@@ -89,8 +95,24 @@ def test_console_command_runs_the_same_job_as_train_py(cli_args, tmp_path, torch
 
 
 def test_printed_config_loads_back_to_the_same_settings(tmp_path, capsys):
-    args = ["--config", "paper", "--restarts", "3", "--classes", '207,"tabby"', "--name", "a: b #c", "--devices",
-            "auto", "--heldout", "none", "--lr", "0.05", "--out", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "--config",
+        "paper",
+        "--restarts",
+        "3",
+        "--classes",
+        '207,"tabby"',
+        "--name",
+        "a: b #c",
+        "--devices",
+        "auto",
+        "--heldout",
+        "none",
+        "--lr",
+        "0.05",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(["--print-config", *args]) == 0
     printed = capsys.readouterr().out
     assert not (tmp_path / "out").exists(), "--print-config must not start the run"
@@ -114,7 +136,9 @@ def test_importing_the_run_module_leaves_warning_filters_alone():
     """The expected-warning filters hold while a run runs, not process-wide from an import."""
     import subprocess
 
-    code = ("import warnings; import silhouette_lightning.run.job as r; "
-            "ours = [f for f in warnings.filters if f[1] is not None and f[1].pattern in r.EXPECTED_WARNINGS]; "
-            "assert not ours, ours")  # fmt: skip
+    code = (
+        "import warnings; import silhouette_lightning.run.job as r; "
+        "ours = [f for f in warnings.filters if f[1] is not None and f[1].pattern in r.EXPECTED_WARNINGS]; "
+        "assert not ours, ours"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -240,8 +240,13 @@ def test_tensorboard_panel_shape_and_order() -> None:
 
 
 def test_tensorboard_panel_captions_each_part() -> None:
-    parts = (torch.zeros(3, 40, 40), torch.ones(20, 30), torch.full((3, 16, 16), 0.5), torch.zeros(16, 16),
-             torch.ones(3, 40, 40))  # fmt: skip
+    parts = (
+        torch.zeros(3, 40, 40),
+        torch.ones(20, 30),
+        torch.full((3, 16, 16), 0.5),
+        torch.zeros(16, 16),
+        torch.ones(3, 40, 40),
+    )
     plain = tensorboard_panel(*parts, size=64, captions=None)
     captioned = tensorboard_panel(*parts, size=64)
     assert captioned.shape == (3, CAPTION_HEIGHT + 64, 5 * 64)

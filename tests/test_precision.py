@@ -11,8 +11,10 @@ from silhouette_lightning.config.settings import PRECISIONS, build_config
 from silhouette_lightning.core.errors import UsageError
 
 
-@pytest.mark.parametrize("given, lightning_name", [("32-true", "32-true"), ("32", "32-true"), (32, "32-true"),
-                                                   ("bf16-mixed", "bf16-mixed"), ("bf16", "bf16-mixed")])  # fmt: skip
+@pytest.mark.parametrize(
+    "given, lightning_name",
+    [("32-true", "32-true"), ("32", "32-true"), (32, "32-true"), ("bf16-mixed", "bf16-mixed"), ("bf16", "bf16-mixed")],
+)
 def test_supported_precisions_and_their_aliases(given, lightning_name):
     assert build_config({"precision": given}).precision == lightning_name
 
@@ -56,10 +58,12 @@ def test_one_rows_trouble_never_changes_another_row(tiny_generator, ensemble, pr
     start = z_star + 0.3 * torch.randn(4, 8, generator=g)
     channels = torch.full((4,), 7)
     generator = Trouble(tiny_generator)
-    healthy = recover(generator, ensemble, z_star, torch.tensor([1, 2, 6, 5]), channels, start=start, steps=4,
-                      precision=precision)  # fmt: skip
-    trouble = recover(generator, ensemble, z_star, torch.tensor([1, 3, 4, 5]), channels, start=start, steps=4,
-                      precision=precision)  # fmt: skip
+    healthy = recover(
+        generator, ensemble, z_star, torch.tensor([1, 2, 6, 5]), channels, start=start, steps=4, precision=precision
+    )
+    trouble = recover(
+        generator, ensemble, z_star, torch.tensor([1, 3, 4, 5]), channels, start=start, steps=4, precision=precision
+    )
     assert healthy.best_iou.min() >= 0 and healthy.stopped_at.tolist() == [-1, -1, -1, -1]
     assert trouble.stopped_at.tolist() == [-1, -1, 0, -1]
     for row in (0, 3):

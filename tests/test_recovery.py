@@ -13,15 +13,43 @@ from silhouette_lightning.outputs.records import load_records
 
 
 def recovery_flags(tmp_path, *extra, name="rec"):
-    return ["--recovery", "--classes", "1,4", "--restarts", "3", "--steps", "10", "--shifts", "0,4",
-            "--rotations", "0,20", "--batch-size", "8", "--seg-size", "32", "--out", str(tmp_path / "out"),
-            "--name", name, "--accelerator", "cpu", "--save-images", "best", "--image-every", "0", "--heldout", "none", *extra]  # fmt: skip
+    return [
+        "--recovery",
+        "--classes",
+        "1,4",
+        "--restarts",
+        "3",
+        "--steps",
+        "10",
+        "--shifts",
+        "0,4",
+        "--rotations",
+        "0,20",
+        "--batch-size",
+        "8",
+        "--seg-size",
+        "32",
+        "--out",
+        str(tmp_path / "out"),
+        "--name",
+        name,
+        "--accelerator",
+        "cpu",
+        "--save-images",
+        "best",
+        "--image-every",
+        "0",
+        "--heldout",
+        "none",
+        *extra,
+    ]
 
 
 def run_tiny(argv, generator, ensemble, log=lambda *a: None, **kwargs):
     settings, variants, base = parse_args(argv)
-    return run_benchmark(settings, variants, base, generator=generator, ensemble=ensemble, log=log,
-                         enable_progress_bar=False, **kwargs)  # fmt: skip
+    return run_benchmark(
+        settings, variants, base, generator=generator, ensemble=ensemble, log=log, enable_progress_bar=False, **kwargs
+    )
 
 
 def test_recovery_reports_per_transform(tmp_path, tiny_generator):
@@ -52,8 +80,16 @@ def test_recovery_reports_per_transform(tmp_path, tiny_generator):
     records = list(load_records(run).values())
     assert len(records) == 2 * 1 * 4 * 3  # classes x latents x transforms x restarts
     for (shift, rotation, start), row in by.items():
-        mine = [r for r in records if (str(cases[r["source"]]["shift"]), str(cases[r["source"]]["rotation"]),
-                                       "z_s" if r["restart"] == 0 else "random") == (shift, rotation, start)]  # fmt: skip
+        mine = [
+            r
+            for r in records
+            if (
+                str(cases[r["source"]]["shift"]),
+                str(cases[r["source"]]["rotation"]),
+                "z_s" if r["restart"] == 0 else "random",
+            )
+            == (shift, rotation, start)
+        ]
         assert int(row["trajectories"]) == len(mine) == (2 if start == "z_s" else 4)
         best = [float(best_so_far(r["iou_history"], r["stopped_at"])[-1]) for r in mine]
         assert float(row["best_iou_mean"]) == pytest.approx(sum(best) / len(best), abs=1e-6)
@@ -74,10 +110,38 @@ def test_recovery_from_the_command_line_with_any_generator(tmp_path, generator_d
     """`train.py benchmark --recovery --generator DIR`: the real loaders, no pretrained weights."""
     from silhouette_lightning.cli import main
 
-    args = ["benchmark", "--recovery", "--generator", str(generator_dir), "--segmenters",
-            "deeplabv3_mobilenet_v3_large:1", "--heldout", "none", "--classes", "7,8", "--restarts", "2", "--steps",
-            "2", "--shifts", "0,3", "--rotations", "0", "--seg-size", "48", "--out", str(tmp_path / "out"), "--name",
-            "cli", "--accelerator", "cpu", "--save-images", "none", "--image-every", "0"]  # fmt: skip
+    args = [
+        "benchmark",
+        "--recovery",
+        "--generator",
+        str(generator_dir),
+        "--segmenters",
+        "deeplabv3_mobilenet_v3_large:1",
+        "--heldout",
+        "none",
+        "--classes",
+        "7,8",
+        "--restarts",
+        "2",
+        "--steps",
+        "2",
+        "--shifts",
+        "0,3",
+        "--rotations",
+        "0",
+        "--seg-size",
+        "48",
+        "--out",
+        str(tmp_path / "out"),
+        "--name",
+        "cli",
+        "--accelerator",
+        "cpu",
+        "--save-images",
+        "none",
+        "--image-every",
+        "0",
+    ]
     assert main(args) == 0, capsys.readouterr().err[-2000:]
     rows = {(r["shift"], r["start"]): r for r in read_csv(tmp_path / "out" / "cli" / "recovery.csv")}
     assert set(rows) == {("0", "z_s"), ("0", "random"), ("3", "z_s"), ("3", "random")}
@@ -87,9 +151,14 @@ def test_recovery_from_the_command_line_with_any_generator(tmp_path, generator_d
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--data", "x"], "leave out --data"), (["--latents", "0"], "--latents"), (["--rotations", "400"], "rotations"),
-     (["--shifts", "0,0"], "twice"), (["--starts", "16"], "do not apply to --recovery")],
-)  # fmt: skip
+    [
+        (["--data", "x"], "leave out --data"),
+        (["--latents", "0"], "--latents"),
+        (["--rotations", "400"], "rotations"),
+        (["--shifts", "0,0"], "twice"),
+        (["--starts", "16"], "do not apply to --recovery"),
+    ],
+)
 def test_bad_recovery_settings_exit_2(tmp_path, extra, message, capsys):
     from silhouette_lightning.cli import main
 

@@ -61,9 +61,17 @@ def synthetic_run(run_dir: Path) -> Path:
     for r in records:
         if r["restart"] == 0:
             out = f"swaps/{r['source'].replace('/', '__')}/{r['class_id']}"
-            results.append({"source": r["source"], "subject": r["subject"], "class_id": r["class_id"],
-                            "best_iou": f"{r['iou_history'].max():.6f}", "heldout_iou": "0.25", "status": "ok",
-                            "output_dir": out})  # fmt: skip
+            results.append(
+                {
+                    "source": r["source"],
+                    "subject": r["subject"],
+                    "class_id": r["class_id"],
+                    "best_iou": f"{r['iou_history'].max():.6f}",
+                    "heldout_iou": "0.25",
+                    "status": "ok",
+                    "output_dir": out,
+                }
+            )
     (run_dir / results[0]["output_dir"]).mkdir(parents=True)  # the others' folders do not exist
     write_csv(run_dir / "results.csv", RESULT_COLUMNS, results)
     return write_report(run_dir)
@@ -84,9 +92,21 @@ def test_report_is_self_contained_and_links_only_what_exists(tmp_path):
 def test_report_renders_in_headless_chromium(tmp_path):
     page = synthetic_run(tmp_path / "run")
     shot = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,2000", page.resolve().as_uri()],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            page.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with Image.open(shot) as image:
         pixels = np.asarray(image.convert("L"), dtype=float)
     assert pixels.shape == (2000, 1200)

@@ -115,10 +115,17 @@ def test_second_run_on_a_folder_in_use_fails_at_once_and_names_the_first(cli_arg
 
     run_dir = tmp_path / "out" / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from silhouette_lightning.core.run_lock import run_folder_lock\n"
-         f"with run_folder_lock({str(run_dir)!r}):\n    print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from silhouette_lightning.core.run_lock import run_folder_lock\n"
+            f"with run_folder_lock({str(run_dir)!r}):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
 

@@ -33,8 +33,10 @@ def test_ecdf_figure_has_one_curve_per_variant(tmp_path):
 
 
 def test_ert_figure_draws_infinite_and_finite_values(tmp_path):
-    erts = {label: by_class(runtime_stats(r, [0.3, 0.5, 0.9], resamples=50), "ert")["all"]
-            for label, r in _variants().items()}  # fmt: skip
+    erts = {
+        label: by_class(runtime_stats(r, [0.3, 0.5, 0.9], resamples=50), "ert")["all"]
+        for label, r in _variants().items()
+    }
     assert math.isinf(erts["slow"][0.9][0]) and math.isfinite(erts["fast"][0.5][0])
     path = plot_ert(erts, tmp_path / "ert.png")
     image = Image.open(path)
@@ -101,8 +103,11 @@ def test_compare_and_report_pages_have_the_runtime_section(tmp_path, mask_folder
     for label in ("loss=mse", "loss=bce_bg,lr=0.05"):
         records = list(load_records(root / label).values())
         for target in ("0.3", "0.5"):
-            (row,) = [r for r in rows if r["variant"] == label and r["class"] == "all" and r["statistic"] == "ert"
-                      and r["target"] == target]  # fmt: skip
+            (row,) = [
+                r
+                for r in rows
+                if r["variant"] == label and r["class"] == "all" and r["statistic"] == "ert" and r["target"] == target
+            ]
             assert float(row["value"]) == pytest.approx(_hand_ert(records, float(target), start)), (label, target)
     finite = [float(r["value"]) for r in rows if r["statistic"] == "ert" and math.isfinite(float(r["value"]))]
     assert finite, "no target reached at all: the section would show only infinities"

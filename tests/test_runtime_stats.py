@@ -29,9 +29,17 @@ NAN = math.nan
 
 
 def record(source, class_id, restart, history, stopped_at=-1, ended_at=-1):
-    return {"source": source, "subject": "dog", "class_id": class_id, "restart": restart,
-            "best_iou": max(v for v in history if v == v), "iou_history": torch.tensor(history),
-            "stopped_at": stopped_at, "ended_at": ended_at, "seconds": 1.0}  # fmt: skip
+    return {
+        "source": source,
+        "subject": "dog",
+        "class_id": class_id,
+        "restart": restart,
+        "best_iou": max(v for v in history if v == v),
+        "iou_history": torch.tensor(history),
+        "stopped_at": stopped_at,
+        "ended_at": ended_at,
+        "seconds": 1.0,
+    }
 
 
 # Three trajectories of 4 steps (5 scores each):
@@ -79,8 +87,12 @@ def test_ert_counts_the_units_of_unsuccessful_runs():
 def test_ert_per_pair_over_its_restarts():
     rows = ert_by_pair(runs([A, B, C]), [0.5, 0.9])
     got = {(r["source"], r["target"]): (r["runs"], r["successes"], r["ert"]) for r in rows}
-    assert got == {("s1", 0.5): (2, 1, 8.0), ("s1", 0.9): (2, 1, 10.0),  # (3 + 5) / 1, (5 + 5) / 1
-                   ("s2", 0.5): (1, 0, math.inf), ("s2", 0.9): (1, 0, math.inf)}  # fmt: skip
+    assert got == {
+        ("s1", 0.5): (2, 1, 8.0),
+        ("s1", 0.9): (2, 1, 10.0),  # (3 + 5) / 1, (5 + 5) / 1
+        ("s2", 0.5): (1, 0, math.inf),
+        ("s2", 0.9): (1, 0, math.inf),
+    }
 
 
 def test_ecdf_counts_a_budget_equal_to_a_runtime_as_reached():
@@ -112,9 +124,11 @@ def test_fixed_budget_reads_the_best_so_far_at_the_budget():
 
 
 def test_heldout_judge_counts_a_pair_as_one_run_known_at_its_end():
-    results = [{"source": "s1", "class_id": "1", "heldout_iou": "0.7", "status": "ok"},
-               {"source": "s2", "class_id": "1", "heldout_iou": "0.2", "status": "ok"},
-               {"source": "s3", "class_id": "1", "heldout_iou": "", "status": "ok"}]  # fmt: skip
+    results = [
+        {"source": "s1", "class_id": "1", "heldout_iou": "0.7", "status": "ok"},
+        {"source": "s2", "class_id": "1", "heldout_iou": "0.2", "status": "ok"},
+        {"source": "s3", "class_id": "1", "heldout_iou": "", "status": "ok"},
+    ]
     heldout = heldout_values(results)
     assert heldout == {("s1", 1): 0.7, ("s2", 1): 0.2}
     pairs = runs([A, B, C], judge="heldout", heldout=heldout)
@@ -130,8 +144,19 @@ def test_heldout_judge_counts_a_pair_as_one_run_known_at_its_end():
 
 def synthetic(values_per_pair, class_id=1):
     """Runs of the shape `runs` returns, one per value, each pair's values in one list."""
-    return [{"source": f"s{p}", "class_id": class_id, "pair": (f"s{p}", class_id), "spent": 10.0, "final": v,
-             "curve": None, "start": 0.0} for p, values in enumerate(values_per_pair) for v in values]  # fmt: skip
+    return [
+        {
+            "source": f"s{p}",
+            "class_id": class_id,
+            "pair": (f"s{p}", class_id),
+            "spent": 10.0,
+            "final": v,
+            "curve": None,
+            "start": 0.0,
+        }
+        for p, values in enumerate(values_per_pair)
+        for v in values
+    ]
 
 
 def test_bootstrap_point_estimates_are_the_plain_statistics():
@@ -219,8 +244,10 @@ def test_runtime_stats_rows_per_scope():
 
 def test_runtimes_of_many_runs_match_one_at_a_time():
     dead = record("s3", 1, 1, [0.3, NAN, NAN, NAN, NAN], stopped_at=1)
-    for trajectories in (runs([A, B, C, dead], start=1.5),
-                         runs([A, B, C], judge="heldout", heldout={("s1", 1): 0.7, ("s2", 1): 0.2})):  # fmt: skip
+    for trajectories in (
+        runs([A, B, C, dead], start=1.5),
+        runs([A, B, C], judge="heldout", heldout={("s1", 1): 0.7, ("s2", 1): 0.2}),
+    ):
         targets = [0.2, 0.3, 0.5, 0.7, 0.9, 0.95]
         table = runtimes(trajectories, targets)
         assert table.tolist() == [[run_runtime(r, t) for t in targets] for r in trajectories]

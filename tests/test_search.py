@@ -63,8 +63,10 @@ def test_prune_keeps_the_better_half_of_each_group():
     assert prune(best_iou, best_loss, restart, group).tolist() == [True, False, False, True, False, True, False, False]
     # rows may come in any order: the decision is per group, by value, never by position
     order = torch.tensor([6, 3, 0, 7, 5, 1, 4, 2])
-    assert torch.equal(prune(best_iou[order], best_loss[order], restart[order], group[order]),
-                       prune(best_iou, best_loss, restart, group)[order])  # fmt: skip
+    assert torch.equal(
+        prune(best_iou[order], best_loss[order], restart[order], group[order]),
+        prune(best_iou, best_loss, restart, group)[order],
+    )
 
 
 def test_pack_units_never_splits_a_group():
@@ -78,9 +80,15 @@ def test_pack_units_never_splits_a_group():
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--starts", "-1"], "--starts"), (["--class-lr", "-1"], "--class-lr"), (["--prior-weight", "-0.5"], "--prior-weight"),
-     (["--stop-iou", "1.5"], "--stop-iou"), (["--patience", "0"], "--patience"), (["--prune-after", "3"], "--prune-after")],
-)  # fmt: skip
+    [
+        (["--starts", "-1"], "--starts"),
+        (["--class-lr", "-1"], "--class-lr"),
+        (["--prior-weight", "-0.5"], "--prior-weight"),
+        (["--stop-iou", "1.5"], "--stop-iou"),
+        (["--patience", "0"], "--patience"),
+        (["--prune-after", "3"], "--prune-after"),
+    ],
+)
 def test_search_settings_out_of_range_exit_2(cli_args, flags, message, capsys):
     assert main(cli_args(*flags)) == 2  # cli_args: --restarts 2 --steps 3
     err = capsys.readouterr().err
@@ -96,8 +104,10 @@ def known_answers(tmp_path, tiny_generator, ensemble) -> Path:
     module = SilhouetteSwap(tiny_generator, ensemble, batch_size=1)
     z_star = initial_latents(list(range(24)), 8, 0.4)
     with torch.no_grad():
-        maps = module.subject_maps(ensemble(module.generate(z_star, torch.ones(24, dtype=torch.long))),
-                                   torch.full((24,), VOC_CLASSES.index(SUBJECT)))  # fmt: skip
+        maps = module.subject_maps(
+            ensemble(module.generate(z_star, torch.ones(24, dtype=torch.long))),
+            torch.full((24,), VOC_CLASSES.index(SUBJECT)),
+        )
     masks = maps > 0.5  # [24, 32, 32]
     folder = tmp_path / "known" / SUBJECT
     folder.mkdir(parents=True)
@@ -118,11 +128,31 @@ def search_run(tmp_path, known_answers, tiny_generator, ensemble):
     """`search_run(name, **settings) -> (run folder, History)`: a run on the known answers, tiny models, CPU."""
 
     def go(name: str, callbacks=(), **settings):
-        values = dict(data=str(known_answers), masks=True, classes=[1], restarts=2, starts=0, steps=4, seg_size=32,
-                      batch_size=4, accelerator="cpu", frames=3, save_images="none", image_every=0, heldout="none",
-                      out=str(tmp_path / "out"), name=name)  # fmt: skip
-        run_dir = run(build_config(values | settings), generator=tiny_generator, ensemble=ensemble,
-                      callbacks=callbacks, log=lambda *a: None, enable_progress_bar=False)  # fmt: skip
+        values = dict(
+            data=str(known_answers),
+            masks=True,
+            classes=[1],
+            restarts=2,
+            starts=0,
+            steps=4,
+            seg_size=32,
+            batch_size=4,
+            accelerator="cpu",
+            frames=3,
+            save_images="none",
+            image_every=0,
+            heldout="none",
+            out=str(tmp_path / "out"),
+            name=name,
+        )
+        run_dir = run(
+            build_config(values | settings),
+            generator=tiny_generator,
+            ensemble=ensemble,
+            callbacks=callbacks,
+            log=lambda *a: None,
+            enable_progress_bar=False,
+        )
         return run_dir, History(run_dir)
 
     return go
@@ -245,8 +275,22 @@ def test_pruning_needs_a_batch_that_holds_a_group(cli_args, capsys, tmp_path):
 
 
 def test_every_option_at_once_through_the_cli(cli_args, tmp_path):
-    flags = ["--starts", "3", "--class-lr", "0.01", "--prior-weight", "1", "--stop-iou", "0.9", "--patience", "2",
-             "--prune-after", "1", "--save-images", "best"]  # fmt: skip
+    flags = [
+        "--starts",
+        "3",
+        "--class-lr",
+        "0.01",
+        "--prior-weight",
+        "1",
+        "--stop-iou",
+        "0.9",
+        "--patience",
+        "2",
+        "--prune-after",
+        "1",
+        "--save-images",
+        "best",
+    ]
     assert main(cli_args(*flags)) == 0
     run_dir = tmp_path / "out" / "run"
     rows = read_csv(run_dir / "results.csv")

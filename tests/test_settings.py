@@ -27,10 +27,15 @@ def _one_line_error(capsys) -> str:
 
 @pytest.mark.parametrize(
     "flag, value, message",
-    [("--precision", "7", "precision"), ("--strategy", "foo", "strategy"), ("--devices", "0", "--devices"),
-     ("--devices", "-1", "devices"), ("--seg-size", "100000", "--seg-size must be at most"),
-     ("--accelerator", "foo", "accelerator")],
-)  # fmt: skip
+    [
+        ("--precision", "7", "precision"),
+        ("--strategy", "foo", "strategy"),
+        ("--devices", "0", "--devices"),
+        ("--devices", "-1", "devices"),
+        ("--seg-size", "100000", "--seg-size must be at most"),
+        ("--accelerator", "foo", "accelerator"),
+    ],
+)
 def test_lightning_settings_the_run_cannot_use(cli_args, tmp_path, flag, value, message, capsys):
     assert main(_with(cli_args(), flag, value)) == 2
     assert message in _one_line_error(capsys)
@@ -70,11 +75,21 @@ def test_several_nodes_say_what_they_wait_for_and_time_out(cli_args, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": "0",
-                        "SILHOUETTE_NODE_TIMEOUT": "2", "TORCH_HOME": os.environ["TORCH_HOME"]}  # fmt: skip
+    env = os.environ | {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "NODE_RANK": "0",
+        "SILHOUETTE_NODE_TIMEOUT": "2",
+        "TORCH_HOME": os.environ["TORCH_HOME"],
+    }
     code = "import sys; from silhouette_lightning.cli import main; sys.exit(main(sys.argv[1:]))"
-    done = subprocess.run([sys.executable, "-c", code, *cli_args("--num-nodes", "2")], env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, *cli_args("--num-nodes", "2")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert f"waiting for every node to join at 127.0.0.1:{port}" in done.stderr
     assert "did not all join" in done.stderr and "Traceback" not in done.stderr
@@ -83,15 +98,17 @@ def test_several_nodes_say_what_they_wait_for_and_time_out(cli_args, tmp_path):
 
 @pytest.mark.parametrize(
     "line, expected",
-    [('truncation: "high"', "truncation must be a finite number, got 'high' (text)"),
-     ("betas: 0.5", "betas must be a list of 2 finite numbers"),
-     ('image_every: "x"', "image_every must be a whole number"),
-     ("default_classes: [1, 2]", "default_classes must be a mapping of text to a list"),
-     ('lr: "0.1"', "lr must be a finite number, got '0.1' (text); write numbers without quotes"),
-     ("lr: .inf", "lr must be a finite number, got inf"),
-     ("compile: maybe", "compile must be one of auto, none, ensemble, all"),
-     ("pretrained: maybe", "pretrained must be true or false")],
-)  # fmt: skip
+    [
+        ('truncation: "high"', "truncation must be a finite number, got 'high' (text)"),
+        ("betas: 0.5", "betas must be a list of 2 finite numbers"),
+        ('image_every: "x"', "image_every must be a whole number"),
+        ("default_classes: [1, 2]", "default_classes must be a mapping of text to a list"),
+        ('lr: "0.1"', "lr must be a finite number, got '0.1' (text); write numbers without quotes"),
+        ("lr: .inf", "lr must be a finite number, got inf"),
+        ("compile: maybe", "compile must be one of auto, none, ensemble, all"),
+        ("pretrained: maybe", "pretrained must be true or false"),
+    ],
+)
 def test_config_file_values_of_the_wrong_type(cli_args, tmp_path, line, expected, capsys):
     config = tmp_path / "settings.yaml"
     config.write_text(line + "\n")

@@ -1,4 +1,5 @@
-"""Tests for silhouette_lightning.inputs.sources: finding files, loading every kind of good and bad file, output names."""
+"""Tests for silhouette_lightning.inputs.sources: finding files, loading every kind of good and bad file, output
+names."""
 
 from __future__ import annotations
 

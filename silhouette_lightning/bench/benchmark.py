@@ -54,8 +54,9 @@ class BenchmarkSettings:
             problems.append(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.shifts or not all(isinstance(k, int) and not isinstance(k, bool) for k in self.shifts):
             problems.append(f"--shifts must be whole numbers of pixels (0,8,16), got {self.shifts!r}")
-        if not self.rotations or not all(isinstance(t, (int, float)) and math.isfinite(t) and abs(t) <= 360
-                                         for t in self.rotations):  # fmt: skip
+        if not self.rotations or not all(
+            isinstance(t, (int, float)) and math.isfinite(t) and abs(t) <= 360 for t in self.rotations
+        ):
             problems.append(f"--rotations must be degrees in [-360, 360] (0,15,30), got {self.rotations!r}")
         if not isinstance(self.latents, int) or isinstance(self.latents, bool) or self.latents < 1:
             problems.append(f"--latents must be a whole number >= 1, got {self.latents!r}")
@@ -89,19 +90,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = EXAMPLES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     g = p.add_argument_group("benchmark")
-    g.add_argument("--compare", nargs="+", metavar="VARIANT",
-                   help="variants: YAML files, folders of them or a bundled folder "
-                   f"({', '.join(bundled_groups())}), or key=value[,key=value...]; none: the base settings alone")  # fmt: skip
+    g.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="VARIANT",
+        help="variants: YAML files, folders of them or a bundled folder "
+        f"({', '.join(bundled_groups())}), or key=value[,key=value...]; none: the base settings alone",
+    )
     g.add_argument(
         "--mode", choices=MODES, help=f"swap the --data sources, or the recovery experiment (default {d.mode})"
     )
-    g.add_argument("--recovery", dest="mode", action="store_const", const="recovery",
-                   help="same as --mode recovery: targets are generated images of known latents z_s, shifted and "
-                   "rotated; restart 0 starts at z_s, the others at random; default --loss bce_bg (paper, fig. 5)")  # fmt: skip
-    g.add_argument("--shifts", type=_number_list(int),
-                   help=f"recovery: shifts right in generator pixels (default {','.join(map(str, d.shifts))})")  # fmt: skip
-    g.add_argument("--rotations", type=_number_list(float),
-                   help=f"recovery: counter-clockwise rotations in degrees (default {','.join(f'{r:g}' for r in d.rotations)})")  # fmt: skip
+    g.add_argument(
+        "--recovery",
+        dest="mode",
+        action="store_const",
+        const="recovery",
+        help="same as --mode recovery: targets are generated images of known latents z_s, shifted and "
+        "rotated; restart 0 starts at z_s, the others at random; default --loss bce_bg (paper, fig. 5)",
+    )
+    g.add_argument(
+        "--shifts",
+        type=_number_list(int),
+        help=f"recovery: shifts right in generator pixels (default {','.join(map(str, d.shifts))})",
+    )
+    g.add_argument(
+        "--rotations",
+        type=_number_list(float),
+        help=f"recovery: counter-clockwise rotations in degrees (default {','.join(f'{r:g}' for r in d.rotations)})",
+    )
     g.add_argument("--latents", type=int, help=f"recovery: known latents per class (default {d.latents})")
     return p
 
@@ -151,8 +167,10 @@ def check_benchmark_dir(root: Path, settings: BenchmarkSettings) -> None:
         changed = [k for k in now if k in before and before[k] != now[k]]
         if changed:
             diffs = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
-            raise UsageError(f"{root} holds a benchmark with other settings ({diffs}); pass --name to start a new one, "
-                             "or the same settings to resume it")  # fmt: skip
+            raise UsageError(
+                f"{root} holds a benchmark with other settings ({diffs}); pass --name to start a new one, "
+                "or the same settings to resume it"
+            )
     try:
         atomic_write_text(saved, yaml.safe_dump(now, sort_keys=False))
     except OSError as e:
@@ -193,18 +211,38 @@ def recovery_data(config: SwapConfig, settings: BenchmarkSettings):
         if not class_ids:
             raise UsageError(f"no default classes for subject {config.subject!r}: pass --classes")
         return RecoveryData(
-            generator=generator, ensemble=ensemble, run_dir=run_dir, class_ids=class_ids, subject=config.subject,
+            generator=generator,
+            ensemble=ensemble,
+            run_dir=run_dir,
+            class_ids=class_ids,
+            subject=config.subject,
             shifts=settings.shifts,
-            rotations=settings.rotations, latents=settings.latents, restarts=config.restarts, steps=config.steps,
-            seed=config.seed, truncation=config.truncation, seg_size=config.seg_size, ensemble_mode=config.ensemble,
-            max_pixels=config.max_pixels, log=log,
-        )  # fmt: skip
+            rotations=settings.rotations,
+            latents=settings.latents,
+            restarts=config.restarts,
+            steps=config.steps,
+            seed=config.seed,
+            truncation=config.truncation,
+            seg_size=config.seg_size,
+            ensemble_mode=config.ensemble,
+            max_pixels=config.max_pixels,
+            log=log,
+        )
 
     return make
 
 
-def run_benchmark(settings: BenchmarkSettings, variants: list[Variant], base: list[dict[str, Any]], *, log=None,
-                  generator=None, ensemble=None, heldout_model=None, **trainer_kwargs) -> Path:  # fmt: skip
+def run_benchmark(
+    settings: BenchmarkSettings,
+    variants: list[Variant],
+    base: list[dict[str, Any]],
+    *,
+    log=None,
+    generator=None,
+    ensemble=None,
+    heldout_model=None,
+    **trainer_kwargs,
+) -> Path:
     """Run every unfinished variant, then write the comparison (rank zero); returns the benchmark folder.
 
     Every variant's settings are checked before the first one runs. `generator` / `ensemble` / `heldout_model`:
@@ -224,9 +262,11 @@ def run_benchmark(settings: BenchmarkSettings, variants: list[Variant], base: li
     if settings.mode == "recovery":
         for variant, config in zip(variants, configs, strict=True):
             if config.starts > config.restarts:
-                raise UsageError(f"--starts {config.starts} (variant {variant.label}): best-of-N starts do not apply to "
-                                 "--recovery, whose restart 0 starts at the known latent z_s and the others at random "
-                                 "latents; leave --starts out")  # fmt: skip
+                raise UsageError(
+                    f"--starts {config.starts} (variant {variant.label}): best-of-N starts do not apply to "
+                    "--recovery, whose restart 0 starts at the known latent z_s and the others at random "
+                    "latents; leave --starts out"
+                )
     if settings.mode == "swap" and not configs[0].data:
         raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks), or --recovery")
     if settings.print_config:

@@ -128,12 +128,26 @@ def variant_runs(run_dir: Path, *, judge: str = "optimized", forward_cost: float
 
 
 RUNTIME_COLUMNS = ["variant", "class", "class_name", "statistic", "target", "value", "low", "high"]
-DIFFERENCE_COLUMNS = ["variant", "baseline", "class", "class_name", "statistic", "target", "pairs", "a", "b",
-                      "difference", "low", "high", "excludes_zero"]  # fmt: skip
+DIFFERENCE_COLUMNS = [
+    "variant",
+    "baseline",
+    "class",
+    "class_name",
+    "statistic",
+    "target",
+    "pairs",
+    "a",
+    "b",
+    "difference",
+    "low",
+    "high",
+    "excludes_zero",
+]
 
 
-def runtime_comparison(variants: list[tuple], targets=None, *, judge: str = "optimized", resamples: int | None = None,
-                       seed: int = 0) -> dict:  # fmt: skip
+def runtime_comparison(
+    variants: list[tuple], targets=None, *, judge: str = "optimized", resamples: int | None = None, seed: int = 0
+) -> dict:
     """The runtime statistics of every variant: {"targets", "judge", "stats": rows (runtime.runtime_stats with a
     "variant" column), "ecdf": {label: runtime_ecdf rows on one budget grid for all}, "ert": {label: {target:
     (ert, low, high)}} of all classes, "differences": rows (runtime.paired_differences of each variant against the
@@ -186,8 +200,9 @@ def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]
                 cells.append(format_interval(r["value"], r["low"], r["high"], digits))
             rows.append(cells)
         tables[name] = (header, rows)
-    header = ["variant \u2212 baseline", "class", "pairs", "\u0394 mean best IoU"] + [f"\u0394 success @ {t:g}"
-                                                                                   for t in targets]  # fmt: skip
+    header = ["variant \u2212 baseline", "class", "pairs", "\u0394 mean best IoU"] + [
+        f"\u0394 success @ {t:g}" for t in targets
+    ]
     grouped: dict[tuple, dict] = {}
     for r in runtime_["differences"]:
         grouped.setdefault((r["variant"], r["baseline"], r["class"], r["class_name"]), {})[
@@ -195,12 +210,17 @@ def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]
         ] = r
     rows = []
     for (label, baseline, c, class_name), cells_of in grouped.items():
-        cells = [f"{label} \u2212 {baseline}", "all classes" if c == ALL else f"{c} {class_name}",
-                 str(next(iter(cells_of.values()))["pairs"])]  # fmt: skip
+        cells = [
+            f"{label} \u2212 {baseline}",
+            "all classes" if c == ALL else f"{c} {class_name}",
+            str(next(iter(cells_of.values()))["pairs"]),
+        ]
         for key in [("mean_best_iou", None)] + [("success_rate", t) for t in targets]:
             r = cells_of[key]
-            cells.append(format_interval(r["difference"], r["low"], r["high"], 3 if key[1] is None else 2, signed=True)
-                         + (" *" if r["excludes_zero"] else ""))  # fmt: skip
+            cells.append(
+                format_interval(r["difference"], r["low"], r["high"], 3 if key[1] is None else 2, signed=True)
+                + (" *" if r["excludes_zero"] else "")
+            )
         rows.append(cells)
     tables["differences"] = (header, rows)
     header = ["variant", "class", "trajectories" if runtime_["judge"] == "optimized" else "pairs"]
@@ -210,15 +230,18 @@ def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]
         mine = {(r["class"], r["statistic"], r["target"]): r for r in stats if r["variant"] == label}
         names = {r["class"]: r["class_name"] for r in stats if r["variant"] == label}
         for c in (c for c in names if c != ALL):
-            rows.append([label, f"{c} {names[c]}", str(mine[(c, "runs", None)]["value"])]
-                        + [format_interval(*(mine[(c, "ert", t)][k] for k in ("value", "low", "high")))
-                           for t in targets])  # fmt: skip
+            rows.append(
+                [label, f"{c} {names[c]}", str(mine[(c, "runs", None)]["value"])]
+                + [format_interval(*(mine[(c, "ert", t)][k] for k in ("value", "low", "high"))) for t in targets]
+            )
     tables["ert_by_class"] = (header, rows)
     fixed = runtime_.get("fixed", {})
     budgets = [r["budget"] for r in next(iter(fixed.values()), [])]
     header = ["variant"] + [f"best IoU @ {b:.3g} units" for b in budgets]
-    rows = [[label] + ["\u2013" if r["mean_best_iou"] is None else f"{r['mean_best_iou']:.3f}" for r in these]
-            for label, these in fixed.items()]  # fmt: skip
+    rows = [
+        [label] + ["\u2013" if r["mean_best_iou"] is None else f"{r['mean_best_iou']:.3f}" for r in these]
+        for label, these in fixed.items()
+    ]
     tables["fixed"] = (header, rows)
     return tables
 
@@ -249,10 +272,13 @@ def runtime_markdown(runtime_: dict, *, resamples: int) -> str:
     if not runtime_["stats"]:
         return ""
     tables = runtime_tables(runtime_)
-    parts = ["\n## Runtime\n\n", RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"]) + "\n",
-             "\n### ERT per target (units)\n\n" + _markdown(*tables["ert"]),
-             "\n### Success rate per target\n\n" + _markdown(*tables["success"]),
-             "\n### Mean best IoU at fixed budgets\n\n" + _markdown(*tables["fixed"])]  # fmt: skip
+    parts = [
+        "\n## Runtime\n\n",
+        RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"]) + "\n",
+        "\n### ERT per target (units)\n\n" + _markdown(*tables["ert"]),
+        "\n### Success rate per target\n\n" + _markdown(*tables["success"]),
+        "\n### Mean best IoU at fixed budgets\n\n" + _markdown(*tables["fixed"]),
+    ]
     if tables["differences"][1]:
         parts.append("\n### Paired differences against the first variant\n\n" + _markdown(*tables["differences"]))
     return "".join(parts)
@@ -288,22 +314,43 @@ def recovery_rows(variants: list[tuple]) -> list[dict]:
             iou = torch.stack([r["iou_history"].double() for r in records])  # [N, steps + 1]
             best = torch.stack([best_so_far(r["iou_history"], int(r["stopped_at"])) for r in records])
             z_s = [known[r["source"]] for r in records]
-            starts = [z if r["restart"] == 0 else initial_latents([r["seed"]], len(z), truncation)[0]
-                      for r, z in zip(records, z_s, strict=True)]  # fmt: skip
-            rows.append({
-                "variant": variant.label, "shift": shift, "rotation": rotation, "start": kind,
-                "trajectories": len(records), "iou_step0_mean": float(iou[:, 0].mean()),
-                "best_iou_mean": float(best[:, -1].mean()),
-                "start_distance_mean": sum(latent_distance(s, z) for s, z in zip(starts, z_s, strict=True)) / len(records),
-                "found_distance_mean": sum(latent_distance(r["best_z"], z) for r, z in zip(records, z_s, strict=True))
-                / len(records),
-                "iou_curve": iou.mean(0).tolist(), "best_iou_curve": best.mean(0).tolist(),
-            })  # fmt: skip
+            starts = [
+                z if r["restart"] == 0 else initial_latents([r["seed"]], len(z), truncation)[0]
+                for r, z in zip(records, z_s, strict=True)
+            ]
+            rows.append(
+                {
+                    "variant": variant.label,
+                    "shift": shift,
+                    "rotation": rotation,
+                    "start": kind,
+                    "trajectories": len(records),
+                    "iou_step0_mean": float(iou[:, 0].mean()),
+                    "best_iou_mean": float(best[:, -1].mean()),
+                    "start_distance_mean": sum(latent_distance(s, z) for s, z in zip(starts, z_s, strict=True))
+                    / len(records),
+                    "found_distance_mean": sum(
+                        latent_distance(r["best_z"], z) for r, z in zip(records, z_s, strict=True)
+                    )
+                    / len(records),
+                    "iou_curve": iou.mean(0).tolist(),
+                    "best_iou_curve": best.mean(0).tolist(),
+                }
+            )
     return rows
 
 
-RECOVERY_COLUMNS = ["variant", "shift", "rotation", "start", "trajectories", "iou_step0_mean", "best_iou_mean",
-                    "start_distance_mean", "found_distance_mean"]  # fmt: skip
+RECOVERY_COLUMNS = [
+    "variant",
+    "shift",
+    "rotation",
+    "start",
+    "trajectories",
+    "iou_step0_mean",
+    "best_iou_mean",
+    "start_distance_mean",
+    "found_distance_mean",
+]
 
 
 def recovery_figure(rows: list[dict]) -> bytes:
@@ -321,8 +368,9 @@ def recovery_figure(rows: list[dict]) -> bytes:
         for row in (r for r in rows if r["variant"] == variant):
             i = transforms.index((row["shift"], row["rotation"]))
             label = f"shift {row['shift']}, rot {row['rotation']:g}° ({row['start']})"
-            ax.plot(row["iou_curve"], color=colours(i % 10), lw=1.8, ls="-" if row["start"] == "z_s" else "--",
-                    label=label)  # fmt: skip
+            ax.plot(
+                row["iou_curve"], color=colours(i % 10), lw=1.8, ls="-" if row["start"] == "z_s" else "--", label=label
+            )
         ax.set_title(variant, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylim(0, 1.02)
@@ -364,12 +412,19 @@ def _interval_cell(text: str) -> str:
 
 def _cells_table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
     """An HTML table of `runtime_tables` cells: the first `text_columns` left-aligned, the others intervals."""
-    head = "".join(f"<th class='text'>{_head(c)}</th>" if i < text_columns else f"<th>{_head(c)}</th>"
-                   for i, c in enumerate(header))  # fmt: skip
+    head = "".join(
+        f"<th class='text'>{_head(c)}</th>" if i < text_columns else f"<th>{_head(c)}</th>"
+        for i, c in enumerate(header)
+    )
     body = "".join(
-        "<tr>" + "".join(f"<td class='text'>{html.escape(c)}</td>" if i < text_columns else _interval_cell(c)
-                         for i, c in enumerate(row)) + "</tr>" for row in rows
-    )  # fmt: skip
+        "<tr>"
+        + "".join(
+            f"<td class='text'>{html.escape(c)}</td>" if i < text_columns else _interval_cell(c)
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
@@ -381,10 +436,16 @@ def runtime_html(runtime_: dict, figures: dict[str, bytes], *, resamples: int) -
         return ""
     tables = runtime_tables(runtime_)
     note = RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"])
-    parts = ["<h2>Runtime to target IoU</h2>", f"<p class='note'>{html.escape(note)}</p>",
-             "<h3>ERT per target (units, all classes)</h3>", _cells_table(*tables["ert"]),
-             "<h3>Success rate per target (all classes)</h3>", _cells_table(*tables["success"]),
-             "<h3>Mean best IoU at fixed budgets (all classes)</h3>", _cells_table(*tables["fixed"])]  # fmt: skip
+    parts = [
+        "<h2>Runtime to target IoU</h2>",
+        f"<p class='note'>{html.escape(note)}</p>",
+        "<h3>ERT per target (units, all classes)</h3>",
+        _cells_table(*tables["ert"]),
+        "<h3>Success rate per target (all classes)</h3>",
+        _cells_table(*tables["success"]),
+        "<h3>Mean best IoU at fixed budgets (all classes)</h3>",
+        _cells_table(*tables["fixed"]),
+    ]
     parts.append(
         f"<details><summary>ERT per target and class ({len(tables['ert_by_class'][1])} rows)</summary>"
         f"{_cells_table(*tables['ert_by_class'], text_columns=2)}</details>"
@@ -394,21 +455,33 @@ def runtime_html(runtime_: dict, figures: dict[str, bytes], *, resamples: int) -
     if "ert" in figures:
         parts.append(_img(figures["ert"], "ERT per target per variant"))
     if tables["differences"][1]:
-        parts += ["<h3>Paired differences against the first variant</h3>",
-                  "<p class='note'>Per class, on the (source, class) pairs both variants ran: variant minus "
-                  "baseline, 95% interval below; bold: the interval excludes zero.</p>",
-                  _cells_table(*tables["differences"], text_columns=2)]  # fmt: skip
+        parts += [
+            "<h3>Paired differences against the first variant</h3>",
+            "<p class='note'>Per class, on the (source, class) pairs both variants ran: variant minus "
+            "baseline, 95% interval below; bold: the interval excludes zero.</p>",
+            _cells_table(*tables["differences"], text_columns=2),
+        ]
     return "".join(parts)
 
 
-def compare_page(root: Path, variants: list[tuple], rows: list[dict], columns: list[str], curves_png: bytes,
-                 recovery: tuple[list[dict], bytes] | None, runtime_section: str = "") -> str:  # fmt: skip
+def compare_page(
+    root: Path,
+    variants: list[tuple],
+    rows: list[dict],
+    columns: list[str],
+    curves_png: bytes,
+    recovery: tuple[list[dict], bytes] | None,
+    runtime_section: str = "",
+) -> str:
     """`compare.html`: plots embedded, tables, and links to each variant's own files (only files that exist);
     `runtime_section`: the HTML of `runtime_html`."""
     links = []
     for variant, run_dir in variants:
-        targets = [name for name in ("report.html", "results.csv", "convergence.csv", "contact_sheet.png", "config.yaml")
-                   if (Path(run_dir) / name).exists()]  # fmt: skip
+        targets = [
+            name
+            for name in ("report.html", "results.csv", "convergence.csv", "contact_sheet.png", "config.yaml")
+            if (Path(run_dir) / name).exists()
+        ]
         parts = [f'<a href="{html.escape(Path(run_dir).name)}/{name}">{name}</a>' for name in targets]
         links.append(
             f"<li><b>{html.escape(variant.label)}</b> ({html.escape(variant.source)}): {', '.join(parts)}</li>"
@@ -426,24 +499,37 @@ def compare_page(root: Path, variants: list[tuple], rows: list[dict], columns: l
     ]
     if recovery is not None:
         recovery_rows_, png = recovery
-        sections += ["<h2>Recovery: per transform</h2>" + _img(png, "recovery IoU over steps per transform"),
-                     _html_table(recovery_rows_, RECOVERY_COLUMNS)]  # fmt: skip
+        sections += [
+            "<h2>Recovery: per transform</h2>" + _img(png, "recovery IoU over steps per transform"),
+            _html_table(recovery_rows_, RECOVERY_COLUMNS),
+        ]
     # Wide tables stay inside the page: headers wrap (after _ and @), and a table still wider than the page
     # scrolls in its own box, at most 80% of the window high so that its scroll bar is in view, header on top.
-    style = ("body{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:1400px}"
-             "table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}"
-             "th{background:#eee;position:sticky;top:0;min-width:4em}"
-             "td.text,th.text{text-align:left}td.text{white-space:nowrap}td.sig{font-weight:bold;background:#fff4d6}"
-             ".ci{font-size:11px;color:#555;white-space:nowrap;font-weight:normal}"
-             "img{max-width:100%}.wide{overflow:auto;max-width:100%;max-height:80vh;margin:0.5em 0}"
-             ".note{color:#444;max-width:60em}")  # fmt: skip
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Benchmark {html.escape(root.name)}</title>"
-            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:1400px}"
+        "table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}"
+        "th{background:#eee;position:sticky;top:0;min-width:4em}"
+        "td.text,th.text{text-align:left}td.text{white-space:nowrap}td.sig{font-weight:bold;background:#fff4d6}"
+        ".ci{font-size:11px;color:#555;white-space:nowrap;font-weight:normal}"
+        "img{max-width:100%}.wide{overflow:auto;max-width:100%;max-height:80vh;margin:0.5em 0}"
+        ".note{color:#444;max-width:60em}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Benchmark {html.escape(root.name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
 
 
-def write_comparison(root: Path, variants: list[tuple], *, mode: str = "swap", judge: str = "optimized",
-                     targets=None, resamples: int | None = None) -> dict[str, Path]:  # fmt: skip
+def write_comparison(
+    root: Path,
+    variants: list[tuple],
+    *,
+    mode: str = "swap",
+    judge: str = "optimized",
+    targets=None,
+    resamples: int | None = None,
+) -> dict[str, Path]:
     """Write every comparison file into the benchmark folder `root`; `variants`: (Variant, run folder) pairs.
     The runtime section (`runtime_comparison` at `targets`, runtime.DEFAULT_TARGETS by default, judged by
     `judge`, with `resamples` bootstrap resamples) adds
@@ -461,8 +547,9 @@ def write_comparison(root: Path, variants: list[tuple], *, mode: str = "swap", j
     figures = {}
     if runtime_["stats"]:
         written["runtime_csv"] = write_csv(root / "compare_runtime.csv", RUNTIME_COLUMNS, runtime_["stats"])
-        written["differences_csv"] = write_csv(root / "compare_differences.csv", DIFFERENCE_COLUMNS,
-                                               runtime_["differences"])  # fmt: skip
+        written["differences_csv"] = write_csv(
+            root / "compare_differences.csv", DIFFERENCE_COLUMNS, runtime_["differences"]
+        )
         written["ecdf_png"] = plot_ecdf(runtime_["ecdf"], root / ECDF_FILE, targets=runtime_["targets"])
         written["ert_png"] = plot_ert(runtime_["ert"], root / ERT_FILE)
         figures = {"ecdf": written["ecdf_png"].read_bytes(), "ert": written["ert_png"].read_bytes()}
@@ -492,6 +579,6 @@ def write_comparison(root: Path, variants: list[tuple], *, mode: str = "swap", j
             curves,
             recovery,
             runtime_html(runtime_, figures, resamples=resamples) if runtime_["stats"] else "",
-        ),  # fmt: skip
+        ),
     )
     return written

@@ -43,8 +43,15 @@ def transform_image(images: Tensor, *, shift_px: int = 0, rotate_deg: float = 0.
     if not shift_px and not rotate_deg:
         return images
     # TF.affine turns clockwise for positive angles (TF.rotate the other way): negate for counter-clockwise
-    return TF.affine(images, angle=-float(rotate_deg), translate=[int(shift_px), 0], scale=1.0, shear=[0.0, 0.0],
-                     interpolation=TF.InterpolationMode.BILINEAR, fill=0.0)  # fmt: skip
+    return TF.affine(
+        images,
+        angle=-float(rotate_deg),
+        translate=[int(shift_px), 0],
+        scale=1.0,
+        shear=[0.0, 0.0],
+        interpolation=TF.InterpolationMode.BILINEAR,
+        fill=0.0,
+    )
 
 
 def generate(generator, z: Tensor, class_ids: Tensor, truncation: float) -> Tensor:
@@ -83,8 +90,13 @@ def recovery_cases(
     class_ids: list[int], *, latents: int, shifts: list[int], rotations: list[float]
 ) -> list[RecoveryCase]:
     """Every (class, known latent, shift, rotation), in that order."""
-    return [RecoveryCase(c, j, int(k), float(t)) for c in class_ids for j in range(latents) for k in shifts
-            for t in rotations]  # fmt: skip
+    return [
+        RecoveryCase(c, j, int(k), float(t))
+        for c in class_ids
+        for j in range(latents)
+        for k in shifts
+        for t in rotations
+    ]
 
 
 def known_latent(run_seed: int, case: RecoveryCase, z_dim: int, truncation: float) -> Tensor:
@@ -118,13 +130,42 @@ class RecoveryData(SwapData):
     The transformed images are written to `sources/` (what composites and the contact sheet show).
     """
 
-    def __init__(self, *, generator, ensemble, run_dir: Path, class_ids: list[int], subject: str | None,
-                 shifts: list[int], rotations: list[float], latents: int, restarts: int, steps: int, seed: int,
-                 truncation: float, seg_size: int, ensemble_mode: str, max_pixels: int, log=print) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        generator,
+        ensemble,
+        run_dir: Path,
+        class_ids: list[int],
+        subject: str | None,
+        shifts: list[int],
+        rotations: list[float],
+        latents: int,
+        restarts: int,
+        steps: int,
+        seed: int,
+        truncation: float,
+        seg_size: int,
+        ensemble_mode: str,
+        max_pixels: int,
+        log=print,
+    ) -> None:
         run_dir = Path(run_dir)
-        super().__init__(sources=[], classes_for=lambda subject: class_ids, ensemble=ensemble, run_dir=run_dir,
-                         masks=False, seg_size=seg_size, ensemble_mode=ensemble_mode, restarts=restarts, steps=steps,
-                         seed=seed, max_pixels=max_pixels, data_dir=run_dir / "sources", log=log)  # fmt: skip
+        super().__init__(
+            sources=[],
+            classes_for=lambda subject: class_ids,
+            ensemble=ensemble,
+            run_dir=run_dir,
+            masks=False,
+            seg_size=seg_size,
+            ensemble_mode=ensemble_mode,
+            restarts=restarts,
+            steps=steps,
+            seed=seed,
+            max_pixels=max_pixels,
+            data_dir=run_dir / "sources",
+            log=log,
+        )
         self.generator, self.subject, self.truncation = generator, subject, truncation
         self.cases = recovery_cases(class_ids, latents=latents, shifts=shifts, rotations=rotations)
         self.starts: dict[int, Tensor] = {}
@@ -151,24 +192,37 @@ class RecoveryData(SwapData):
                 trajectories.append(Trajectory(case.key, subject, case.class_id, restart, seed))
                 if restart == 0:
                     starts.append((len(trajectories) - 1, z_s))
-        class_ids = {s: sorted({c.class_id for c in self.cases}, key=[c.class_id for c in self.cases].index)
-                     for s in sorted({p.subject for p in prepared if p.ok})}  # fmt: skip
-        known = {"index": torch.tensor([i for i, _ in starts], dtype=torch.long),
-                 "z": torch.stack([z for _, z in starts]) if starts else torch.empty(0, z_dim)}  # fmt: skip
-        write_plan(self.run_dir, PlanFile(trajectories, [c.key for c in self.cases], [p for p in prepared if not p.ok],
-                                          class_ids, extra={"starts": known, "cases": [asdict(c) | {"key": c.key}
-                                                                                       for c in self.cases]}))  # fmt: skip
+        class_ids = {
+            s: sorted({c.class_id for c in self.cases}, key=[c.class_id for c in self.cases].index)
+            for s in sorted({p.subject for p in prepared if p.ok})
+        }
+        known = {
+            "index": torch.tensor([i for i, _ in starts], dtype=torch.long),
+            "z": torch.stack([z for _, z in starts]) if starts else torch.empty(0, z_dim),
+        }
+        write_plan(
+            self.run_dir,
+            PlanFile(
+                trajectories,
+                [c.key for c in self.cases],
+                [p for p in prepared if not p.ok],
+                class_ids,
+                extra={"starts": known, "cases": [asdict(c) | {"key": c.key} for c in self.cases]},
+            ),
+        )
 
     def _case_target(self, case: RecoveryCase, z_s: Tensor, device, subjects: dict) -> str:
         """Write the case's target map (float32: no rounding near the 0.5 threshold) and its image; its subject."""
         path = target_path(self.targets_dir, case.key)
         if path.exists():
             return torch.load(path, weights_only=True)["subject"]
-        image = generate(self.generator, z_s[None].to(device), torch.tensor([case.class_id], device=device),
-                         self.truncation)  # fmt: skip  # [1, 3, R, R]
+        image = generate(
+            self.generator, z_s[None].to(device), torch.tensor([case.class_id], device=device), self.truncation
+        )  # [1, 3, R, R]
         if case.base_key not in subjects:  # the subject is what the segmenters see in the untransformed image
-            subjects[case.base_key] = segment_photo(self.ensemble, image[0], mode=self.ensemble_mode,
-                                                    subject=self.subject)[1]  # fmt: skip
+            subjects[case.base_key] = segment_photo(
+                self.ensemble, image[0], mode=self.ensemble_mode, subject=self.subject
+            )[1]
         subject = subjects[case.base_key]
         moved = transform_image(image, shift_px=case.shift, rotate_deg=case.rotation)[0]  # [3, R, R]
         target, _ = segment_photo(self.ensemble, moved, mode=self.ensemble_mode, subject=subject)
@@ -186,9 +240,17 @@ class RecoveryData(SwapData):
 
     def feeder(self, module) -> RecoveryFeeder:
         """The pending trajectories, with their starting latents (whole cases per group when pruning)."""
-        return RecoveryFeeder(self.plan.trajectories, self.pending, self.targets_dir, rows=module.z.shape[0],
-                              steps=self.steps, whole_groups=module.search.prune_after is not None,
-                              starts=self.starts, z_dim=module.z_dim, truncation=module.truncation)  # fmt: skip
+        return RecoveryFeeder(
+            self.plan.trajectories,
+            self.pending,
+            self.targets_dir,
+            rows=module.z.shape[0],
+            steps=self.steps,
+            whole_groups=module.search.prune_after is not None,
+            starts=self.starts,
+            z_dim=module.z_dim,
+            truncation=module.truncation,
+        )
 
 
 def latent_distance(z: Tensor, z_s: Tensor) -> float:
@@ -227,9 +289,16 @@ class TensorFeeder:
     def load(self, indices: list[int], own: list[bool]) -> RowStart:
         at = torch.tensor(indices, dtype=torch.long)
         mine = torch.tensor([i for i, o in zip(indices, own, strict=True) if o], dtype=torch.long)
-        return RowStart(index=at, seeds=torch.zeros(len(at), dtype=torch.long), z0=self.z0[at],
-                        class_id=self.class_ids[at], channel=self.channels[at], group=at, restart=at,
-                        targets=self.targets[mine])  # fmt: skip
+        return RowStart(
+            index=at,
+            seeds=torch.zeros(len(at), dtype=torch.long),
+            z0=self.z0[at],
+            class_id=self.class_ids[at],
+            channel=self.channels[at],
+            group=at,
+            restart=at,
+            targets=self.targets[mine],
+        )
 
 
 def recover(
@@ -256,8 +325,9 @@ def recover(
     `TrajectoryResult` (best IoU, best latent, IoU of every step, ...), in row order.
     """
     batch = len(z_star)
-    module = SilhouetteSwap(generator, ensemble, batch_size=batch, steps=steps, lr=lr, betas=betas,
-                            truncation=truncation, loss=loss)  # fmt: skip
+    module = SilhouetteSwap(
+        generator, ensemble, batch_size=batch, steps=steps, lr=lr, betas=betas, truncation=truncation, loss=loss
+    )
     with torch.no_grad():
         images = transform_image(module.generate(z_star, class_ids), shift_px=shift_px, rotate_deg=rotate_deg)
     targets = subject_map_of(module, images, channels)
@@ -265,8 +335,15 @@ def recover(
         z0=(z_star if start is None else start).clone(), class_ids=class_ids, channels=channels, targets=targets
     )
     loader = DataLoader(Ticks(steps + 1), batch_size=None)
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer = Trainer(**(defaults | trainer_kwargs))
     trainer.fit(module, train_dataloaders=loader)
     results = module.take_finished()

@@ -93,13 +93,16 @@ def parse_variants(items: list[str] | None) -> list[Variant]:
             layer = parse_key_values(item)
             variants.append(Variant(",".join(f"{k}={v}" for k, v in _labels(item)), layer, "flags"))
         else:
-            raise UsageError(f"--compare {item!r}: not a file, a folder, a bundled name ({', '.join(bundled_groups())}) "
-                             "or key=value")  # fmt: skip
+            raise UsageError(
+                f"--compare {item!r}: not a file, a folder, a bundled name ({', '.join(bundled_groups())}) or key=value"
+            )
     seen: dict[str, Variant] = {}
     for v in variants:
         if v.folder in seen:
-            raise UsageError(f"--compare: two variants would share the folder {v.folder!r} ({seen[v.folder].source} and "
-                             f"{v.source}); rename one of the files")  # fmt: skip
+            raise UsageError(
+                f"--compare: two variants would share the folder {v.folder!r} ({seen[v.folder].source} and "
+                f"{v.source}); rename one of the files"
+            )
         seen[v.folder] = v
     return variants
 
@@ -116,8 +119,10 @@ def variant_config(variant: Variant, base: list[dict[str, Any]], *, out: Path) -
     """
     placed = [k for k in PLACEMENT if k in variant.layer]
     if placed:
-        raise UsageError(f"variant {variant.label} ({variant.source}) sets {', '.join(placed)}: the benchmark chooses "
-                         "where each variant is written; remove it")  # fmt: skip
+        raise UsageError(
+            f"variant {variant.label} ({variant.source}) sets {', '.join(placed)}: the benchmark chooses "
+            "where each variant is written; remove it"
+        )
     try:
         shared = build_config(*base)
         config = build_config(*base, variant.layer, {"out": str(out), "name": variant.folder})
@@ -126,6 +131,8 @@ def variant_config(variant: Variant, base: list[dict[str, Any]], *, out: Path) -
     changed = [k for k in SHARED_SETTINGS if getattr(config, k) != getattr(shared, k)]
     if changed:
         diffs = ", ".join(f"{k}: {getattr(shared, k)!r} -> {getattr(config, k)!r}" for k in changed)
-        raise UsageError(f"variant {variant.label} ({variant.source}) changes {diffs}; every variant shares "
-                         f"{', '.join(SHARED_SETTINGS)}: set them with the base flags only")  # fmt: skip
+        raise UsageError(
+            f"variant {variant.label} ({variant.source}) changes {diffs}; every variant shares "
+            f"{', '.join(SHARED_SETTINGS)}: set them with the base flags only"
+        )
     return config

@@ -44,45 +44,83 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     a = p.add_argument
     a("--config", help=f"YAML file of settings, or a bundled name ({', '.join(bundled_configs())}); flags override it")
-    a("--print-config", action="store_true", help="print the settings this command would run with, as YAML that "
-      "--config reads back (defaults < config file < flags), and exit")  # fmt: skip
+    a(
+        "--print-config",
+        action="store_true",
+        help="print the settings this command would run with, as YAML that "
+        "--config reads back (defaults < config file < flags), and exit",
+    )
     a("--data", help="folder of source photos: flat, or one folder per subject (DIR/dog/*.jpg)")
     a("--masks", action="store_true", default=None, help="the files are silhouettes (white subject on black)")
     a("--subject", help="VOC class of the sources' subject (dog, cat, bird, ...); default: folder name or detected")
-    a("--classes", help='ImageNet classes to generate, ids or names: 207,"tabby"; default: per subject, '
-      "configs/classes.yaml")  # fmt: skip
+    a(
+        "--classes",
+        help='ImageNet classes to generate, ids or names: 207,"tabby"; default: per subject, configs/classes.yaml',
+    )
     a("--restarts", type=int, help=f"random restarts per source and class (default {d.restarts})")
-    a("--starts", type=int, help="best-of-N: score N random starts per source and class with forward passes only "
-      f"and optimize the best restarts of them; N <= restarts (0) is the paper's plain search (default {d.starts})")  # fmt: skip
-    a("--class-lr", type=float, help="optimize the class vector with z at this learning rate, from the one-hot of the "
-      "class; results report the nearest class (default 0: off)")  # fmt: skip
-    a("--prior-weight", type=float, help="weight of the squared distance of z outside the truncation region "
-      "(|z_i| <= 2 x truncation), added to the loss (default 0: off)")  # fmt: skip
+    a(
+        "--starts",
+        type=int,
+        help="best-of-N: score N random starts per source and class with forward passes only "
+        f"and optimize the best restarts of them; N <= restarts (0) is the paper's plain search (default {d.starts})",
+    )
+    a(
+        "--class-lr",
+        type=float,
+        help="optimize the class vector with z at this learning rate, from the one-hot of the "
+        "class; results report the nearest class (default 0: off)",
+    )
+    a(
+        "--prior-weight",
+        type=float,
+        help="weight of the squared distance of z outside the truncation region "
+        "(|z_i| <= 2 x truncation), added to the loss (default 0: off)",
+    )
     a("--stop-iou", type=float, help="stop a trajectory once its best IoU reaches this (default: off)")
     a("--patience", type=int, help="stop a trajectory after this many steps without a better IoU (default: off)")
-    a("--prune-after", type=int, help="after this many steps only the better half of each source and class's "
-      "restarts goes on (default: off)")  # fmt: skip
+    a(
+        "--prune-after",
+        type=int,
+        help="after this many steps only the better half of each source and class's restarts goes on (default: off)",
+    )
     a("--steps", type=int, help=f"Adam steps per trajectory (default {d.steps})")
     a("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
     a("--seed", type=int, help=f"run seed; each trajectory's seed derives from it (default {d.seed})")
-    a("--batch-size", type=_int_or_auto, help="trajectories per device per step, or auto: the largest that fits the GPU, 16 on a CPU "
-      f"(default {d.batch_size})")  # fmt: skip
+    a(
+        "--batch-size",
+        type=_int_or_auto,
+        help="trajectories per device per step, or auto: the largest that fits the GPU, 16 on a CPU "
+        f"(default {d.batch_size})",
+    )
     a("--truncation", type=float, help=f"BigGAN truncation in (0, 1] (default {d.truncation})")
-    a("--generator", help=f"biggan-deep-128|256|512 or a folder with config.json + pytorch_model.bin "
-      f"(default {d.generator})")  # fmt: skip
+    a(
+        "--generator",
+        help=f"biggan-deep-128|256|512 or a folder with config.json + pytorch_model.bin (default {d.generator})",
+    )
     a("--segmenters", help=f"torchvision VOC segmenters with weights (default {d.segmenters})")
     a("--seg-size", type=int, help=f"segmenter input size in px (default {d.seg_size})")
-    a("--fit", choices=FITS, help="non-square photos and masks to the square the networks see: pad (keep all, "
-      f"gray margins), crop (centre square) or stretch (squash) (default {d.fit})")  # fmt: skip
+    a(
+        "--fit",
+        choices=FITS,
+        help="non-square photos and masks to the square the networks see: pad (keep all, "
+        f"gray margins), crop (centre square) or stretch (squash) (default {d.fit})",
+    )
     a("--ensemble", choices=ENSEMBLE_MODES, help=f"how segmenters combine (default {d.ensemble})")
     a("--loss", choices=LOSSES, help=f"silhouette loss on the subject channel (default {d.loss})")
-    a("--heldout", help="torchvision VOC segmenter, not in the ensemble, that scores each result's best image "
-      f"(results.csv heldout_iou), or none (default {d.heldout})")  # fmt: skip
+    a(
+        "--heldout",
+        help="torchvision VOC segmenter, not in the ensemble, that scores each result's best image "
+        f"(results.csv heldout_iou), or none (default {d.heldout})",
+    )
     a("--frames", type=int, help=f"latents kept per trajectory for strips and animations (default {d.frames})")
     a("--save-images", choices=SAVE_IMAGES, help=f"pictures to write (default {d.save_images})")
     a("--blend", choices=("soft", "poisson"), help=f"composite edges; poisson needs opencv (default {d.blend})")
-    a("--thresholds", type=_thresholds, help="IoU levels for success rates and steps-to-reach in convergence.csv "
-      f"(default {','.join(f'{t:g}' for t in d.thresholds)})")  # fmt: skip
+    a(
+        "--thresholds",
+        type=_thresholds,
+        help="IoU levels for success rates and steps-to-reach in convergence.csv "
+        f"(default {','.join(f'{t:g}' for t in d.thresholds)})",
+    )
     a("--image-every", type=int, help=f"TensorBoard image panel every N steps, 0 never (default {d.image_every})")
     a("--max-pixels", type=int, help=f"skip source images larger than this (default {d.max_pixels})")
     a("--out", help=f"output folder (default {d.out})")
@@ -91,13 +129,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--accelerator", help=f"cpu, gpu, auto (default {d.accelerator})")
     g.add_argument("--devices", type=_devices, help=f"devices per node, or auto (default {d.devices})")
     g.add_argument("--num-nodes", type=int, help=f"machines (default {d.num_nodes})")
-    g.add_argument("--strategy", help=f"auto, ddp or another DDP variant (gradients are summed across devices) "
-                   f"(default {d.strategy})")  # fmt: skip
-    g.add_argument("--precision", help=f"32-true, bf16-mixed, or auto: bf16-mixed on a GPU that has it, else "
-                   f"32-true; 16-bit float is refused, see README (default {d.precision})")  # fmt: skip
-    g.add_argument("--compile", nargs="?", const="ensemble", choices=("auto", *COMPILE_MODES),
-                   help="torch.compile for the training steps: the segmenters (ensemble, about 40%% more steps/s on a "
-                   "GPU after 1-2 minutes of compiling, cached for later runs), the whole scoring step (all), or "
-                   f"none; auto: ensemble on a GPU, none on a CPU (default {d.compile})")  # fmt: skip
+    g.add_argument(
+        "--strategy",
+        help=f"auto, ddp or another DDP variant (gradients are summed across devices) (default {d.strategy})",
+    )
+    g.add_argument(
+        "--precision",
+        help=f"32-true, bf16-mixed, or auto: bf16-mixed on a GPU that has it, else "
+        f"32-true; 16-bit float is refused, see README (default {d.precision})",
+    )
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="ensemble",
+        choices=("auto", *COMPILE_MODES),
+        help="torch.compile for the training steps: the segmenters (ensemble, about 40%% more steps/s on a "
+        "GPU after 1-2 minutes of compiling, cached for later runs), the whole scoring step (all), or "
+        f"none; auto: ensemble on a GPU, none on a CPU (default {d.compile})",
+    )
     g.add_argument("--no-compile", dest="compile", action="store_const", const="none", help="same as --compile none")
     return p

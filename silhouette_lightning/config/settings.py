@@ -192,8 +192,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as e:
-        raise UsageError(f"config file {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
-                         "save it as UTF-8") from None  # fmt: skip
+        raise UsageError(
+            f"config file {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): save it as UTF-8"
+        ) from None
     except yaml.YAMLError as e:
         raise UsageError(f"config file {p} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -237,10 +238,13 @@ def validate(c: SwapConfig) -> None:
     if problems:  # the range checks below assume the types
         raise UsageError("; ".join(problems))
     if c.classes is not None and not class_items(c.classes):
-        problems.append(f"--classes names no class (got {c.classes!r}): give ImageNet ids or names (207,tabby), or "
-                        "leave it out for each subject's default classes")  # fmt: skip
-    if c.name is not None and (c.name in ("", ".", "..") or Path(c.name).name != c.name or "/" in c.name
-                               or "\\" in c.name):  # fmt: skip
+        problems.append(
+            f"--classes names no class (got {c.classes!r}): give ImageNet ids or names (207,tabby), or "
+            "leave it out for each subject's default classes"
+        )
+    if c.name is not None and (
+        c.name in ("", ".", "..") or Path(c.name).name != c.name or "/" in c.name or "\\" in c.name
+    ):
         problems.append(f"--name must be a folder name inside --out, without / or \\ or .., got {c.name!r}")
     if not 0 < c.truncation <= 1:
         problems.append(f"--truncation must be in (0, 1], got {c.truncation}")
@@ -250,8 +254,10 @@ def validate(c: SwapConfig) -> None:
             problems.append(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
     problems += search_problems(c)
     if isinstance(c.seg_size, int) and c.seg_size > MAX_SEG_SIZE:
-        problems.append(f"--seg-size must be at most {MAX_SEG_SIZE} (the segmenters' memory grows with its square; "
-                        f"their weights were trained near 520), got {c.seg_size}")  # fmt: skip
+        problems.append(
+            f"--seg-size must be at most {MAX_SEG_SIZE} (the segmenters' memory grows with its square; "
+            f"their weights were trained near 520), got {c.seg_size}"
+        )
     if not (isinstance(c.lr, (int, float)) and c.lr > 0):
         problems.append(f"--lr must be positive, got {c.lr}")
     if len(c.betas) != 2 or not all(0 <= b < 1 for b in c.betas):
@@ -266,8 +272,11 @@ def validate(c: SwapConfig) -> None:
         except ImportError:
             problems.append("--blend poisson needs OpenCV: pip install opencv-python-headless")
     t = c.thresholds
-    if not (isinstance(t, (list, tuple)) and t and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                       and 0 < x <= 1 for x in t)):  # fmt: skip
+    if not (
+        isinstance(t, (list, tuple))
+        and t
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1 for x in t)
+    ):
         problems.append(f"--thresholds must be one or more IoU levels in (0, 1], like 0.5,0.75,0.9; got {t!r}")
     if normalize_compile(c.compile) not in ("auto", *COMPILE_MODES):
         problems.append(f"--compile must be one of auto, {', '.join(COMPILE_MODES)}, got {c.compile!r}")
@@ -329,8 +338,10 @@ def search_problems(c: SwapConfig) -> list[str]:
     ):
         problems.append(f"--prune-after must be a whole number in [1, --steps), got {c.prune_after!r}")
     elif c.prune_after is not None and _whole(c.batch_size) and _whole(c.restarts) and c.batch_size < c.restarts:
-        problems.append(f"--prune-after compares a source and class's restarts within one batch: it needs "
-                        f"--batch-size >= --restarts ({c.restarts}), got {c.batch_size}")  # fmt: skip
+        problems.append(
+            f"--prune-after compares a source and class's restarts within one batch: it needs "
+            f"--batch-size >= --restarts ({c.restarts}), got {c.batch_size}"
+        )
     return problems
 
 
@@ -338,6 +349,12 @@ def search_options(c: SwapConfig):
     """The module's view of the search settings (`starts` at most `restarts` is the plain search: 0)."""
     from silhouette_lightning.search.stopping import SearchOptions
 
-    return SearchOptions(restarts=c.restarts, starts=c.starts if c.starts > c.restarts else 0, class_lr=float(c.class_lr),
-                         prior_weight=float(c.prior_weight), stop_iou=c.stop_iou, patience=c.patience,
-                         prune_after=c.prune_after)  # fmt: skip
+    return SearchOptions(
+        restarts=c.restarts,
+        starts=c.starts if c.starts > c.restarts else 0,
+        class_lr=float(c.class_lr),
+        prior_weight=float(c.prior_weight),
+        stop_iou=c.stop_iou,
+        patience=c.patience,
+        prune_after=c.prune_after,
+    )

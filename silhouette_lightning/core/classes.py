@@ -16,9 +16,28 @@ from silhouette_lightning.core.errors import UsageError
 # so that class names are read without importing torch: the command line checks --classes at once.
 IMAGENET_CLASSES: list[str] = (Path(__file__).parent / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
 VOC_CLASSES: list[str] = [
-    "__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
+    "__background__",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 
 _VOC_BACKGROUND = "__background__"
 

@@ -50,6 +50,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """Atomic `torch.save`; keep `obj` to tensors, numbers, strings, lists and dicts so that
     `torch.load(weights_only=True)` reads it back."""
     import torch  # here, not at the top: the command line imports this module before it needs torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())

@@ -43,8 +43,10 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            raise UsageError(f"{run_dir} is in use by another run ({holder}); wait for it to end, or pass --name "
-                             "to start a separate run") from None  # fmt: skip
+            raise UsageError(
+                f"{run_dir} is in use by another run ({holder}); wait for it to end, or pass --name "
+                "to start a separate run"
+            ) from None
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)

@@ -51,8 +51,18 @@ class PlanFeeder:
     next, `load` reads what they start from (seeds, classes, subjects, groups, this rank's target maps, and
     with best-of-N every loaded group's candidate seeds and target)."""
 
-    def __init__(self, trajectories: list[Trajectory], pending: list[int], targets_dir: Path, *, rows: int,
-                 steps: int, whole_groups: bool = False, starts: int = 0, run_seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        trajectories: list[Trajectory],
+        pending: list[int],
+        targets_dir: Path,
+        *,
+        rows: int,
+        steps: int,
+        whole_groups: bool = False,
+        starts: int = 0,
+        run_seed: int = 0,
+    ) -> None:
         self.trajectories, self.targets_dir = trajectories, Path(targets_dir)
         self.candidates, self.run_seed = starts, run_seed  # best-of-N: candidate starts per group (0: off)
         self.group_id: dict[tuple[str, int], int] = {}  # every group of the plan, numbered in plan order
@@ -91,14 +101,19 @@ class PlanFeeder:
             members = list(first_of.values())  # the loaded groups, in order
             position = {t.group: i for i, t in enumerate(members)}
             start.candidates = Candidates(
-                seeds=torch.tensor([[trajectory_seed(self.run_seed, t.source_key, t.class_id, n)
-                                     for n in range(self.candidates)] for t in members], dtype=torch.long),
+                seeds=torch.tensor(
+                    [
+                        [trajectory_seed(self.run_seed, t.source_key, t.class_id, n) for n in range(self.candidates)]
+                        for t in members
+                    ],
+                    dtype=torch.long,
+                ),
                 group_id=torch.tensor([self.group_id[t.group] for t in members]),
                 class_id=torch.tensor([t.class_id for t in members]),
                 channel=torch.tensor([VOC_CLASSES.index(t.subject) for t in members]),
                 targets=torch.stack([target(t.source_key) for t in members]),  # [groups, S, S]
                 load_group=torch.tensor([position[t.group] for t in trajs]),  # [n]
-            )  # fmt: skip
+            )
         return start
 
 
@@ -141,9 +156,24 @@ class Plan:
 class SwapData(LightningDataModule):
     """Prepares target maps and the plan once, then serves (chunk, step) items to every rank."""
 
-    def __init__(self, *, sources: list[Source], classes_for, ensemble, run_dir: Path, masks: bool, seg_size: int,
-                 ensemble_mode: str, restarts: int, steps: int, seed: int, max_pixels: int, data_dir: Path,
-                 fit: str = "pad", log=print) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        sources: list[Source],
+        classes_for,
+        ensemble,
+        run_dir: Path,
+        masks: bool,
+        seg_size: int,
+        ensemble_mode: str,
+        restarts: int,
+        steps: int,
+        seed: int,
+        max_pixels: int,
+        data_dir: Path,
+        fit: str = "pad",
+        log=print,
+    ) -> None:
         super().__init__()
         self.sources, self.classes_for, self.ensemble, self.run_dir = sources, classes_for, ensemble, Path(run_dir)
         self.masks, self.seg_size, self.ensemble_mode, self.max_pixels = masks, seg_size, ensemble_mode, max_pixels
@@ -164,21 +194,33 @@ class SwapData(LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.ensemble.to(device)
         self.forget_changed_sources()
-        prepared = prepare_targets(self.sources, self.ensemble, self.targets_dir, masks=self.masks,
-                                   size=self.seg_size, mode=self.ensemble_mode, max_pixels=self.max_pixels,
-                                   fit=self.fit, data_dir=self.data_dir, log=self.log)  # fmt: skip
+        prepared = prepare_targets(
+            self.sources,
+            self.ensemble,
+            self.targets_dir,
+            masks=self.masks,
+            size=self.seg_size,
+            mode=self.ensemble_mode,
+            max_pixels=self.max_pixels,
+            fit=self.fit,
+            data_dir=self.data_dir,
+            log=self.log,
+        )
         subjects = sorted({p.subject for p in prepared if p.ok})
         class_ids = {subject: self.classes_for(subject) for subject in subjects}
         without = "skipped: no classes to swap a {} to (configs/classes.yaml has none); pass --classes"
-        prepared = [p if not p.ok or class_ids[p.subject] else replace(p, status=without.format(p.subject))
-                    for p in prepared]  # fmt: skip
+        prepared = [
+            p if not p.ok or class_ids[p.subject] else replace(p, status=without.format(p.subject)) for p in prepared
+        ]
         class_ids = {subject: ids for subject, ids in class_ids.items() if ids}
         ok = [p for p in prepared if p.ok]
         trajectories = enumerate_trajectories(
             [(p.key, p.subject, class_ids[p.subject]) for p in ok], self.restarts, self.seed
         )
-        write_plan(self.run_dir, PlanFile(trajectories, [s.key for s in self.sources],
-                                          [p for p in prepared if not p.ok], class_ids))  # fmt: skip
+        write_plan(
+            self.run_dir,
+            PlanFile(trajectories, [s.key for s in self.sources], [p for p in prepared if not p.ok], class_ids),
+        )
 
     def forget_changed_sources(self) -> None:
         """Sources whose files changed since their results were made are redone: drop their records and
@@ -186,8 +228,10 @@ class SwapData(LightningDataModule):
         changed = changed_sources(self.sources, self.targets_dir)
         if not changed:
             return
-        self.log(f"{len(changed)} source file(s) changed since their results were made; redoing them: "
-                 f"{', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}")  # fmt: skip
+        self.log(
+            f"{len(changed)} source file(s) changed since their results were made; redoing them: "
+            f"{', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}"
+        )
         drop_records(self.run_dir, changed)
         for key in changed:
             shutil.rmtree(group_dir(self.run_dir, key, 0).parent, ignore_errors=True)
@@ -196,9 +240,15 @@ class SwapData(LightningDataModule):
     def setup(self, stage: str) -> None:
         """Every rank: read the plan and leave out trajectories that earlier runs finished."""
         saved = read_plan(self.run_dir)
-        self.plan = Plan(trajectories=saved.trajectories, skipped=saved.skipped, sources=saved.sources,
-                         class_ids=saved.class_ids, restarts=self.restarts, masks=self.masks,
-                         targets_dir=self.targets_dir)  # fmt: skip
+        self.plan = Plan(
+            trajectories=saved.trajectories,
+            skipped=saved.skipped,
+            sources=saved.sources,
+            class_ids=saved.class_ids,
+            restarts=self.restarts,
+            masks=self.masks,
+            targets_dir=self.targets_dir,
+        )
         done = load_records(self.run_dir).keys()
         self.pending = [i for i, t in enumerate(self.plan.trajectories) if t.identity not in done]
         if not self.pending:  # nothing to fit: no empty epoch (and none of Lightning's zero-length warnings)
@@ -215,15 +265,24 @@ class SwapData(LightningDataModule):
         if not left:
             self.log(f"all {len(pairs)} (source, class) pairs already done; the tables are written again")
         else:
-            self.log(f"resuming: {len(pairs) - len(left)} of {len(pairs)} (source, class) pairs already done, "
-                     f"{len(left)} to go")  # fmt: skip
+            self.log(
+                f"resuming: {len(pairs) - len(left)} of {len(pairs)} (source, class) pairs already done, "
+                f"{len(left)} to go"
+            )
 
     def feeder(self, module) -> PlanFeeder:
         """The pending trajectories for `module`'s rows (whole groups when pruning compares them)."""
         search = module.search
-        return PlanFeeder(self.plan.trajectories, self.pending, self.targets_dir, rows=module.z.shape[0],
-                          steps=self.steps, whole_groups=search.prune_after is not None, starts=search.starts,
-                          run_seed=self.seed)  # fmt: skip
+        return PlanFeeder(
+            self.plan.trajectories,
+            self.pending,
+            self.targets_dir,
+            rows=module.z.shape[0],
+            steps=self.steps,
+            whole_groups=search.prune_after is not None,
+            starts=search.starts,
+            run_seed=self.seed,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Ticks (one latent step of the chunk each); the module takes its trajectories from the feeder.

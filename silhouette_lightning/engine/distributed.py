@@ -55,8 +55,10 @@ def strategy_problem(name: str) -> str | None:
         known = sorted(k for k in StrategyRegistry if _is_ddp(k)) + list(_SINGLE_PROCESS)
         return f"--strategy {name!r} is unknown; use one of {', '.join(sorted(known))}"
     if not _is_ddp(name):
-        return (f"--strategy {name!r} is not supported: each trajectory's gradient must be summed across devices, "
-                "which only DDP does here; use --strategy ddp")  # fmt: skip
+        return (
+            f"--strategy {name!r} is not supported: each trajectory's gradient must be summed across devices, "
+            "which only DDP does here; use --strategy ddp"
+        )
     return None
 
 

@@ -78,8 +78,15 @@ class SilhouetteSwap(LightningModule):
         self.z_dim = generator.config.z_dim
         self.num_classes = generator.config.num_classes
         self.search = search or SearchOptions()
-        self.objective = Objective(generator, ensemble, truncation=truncation, loss=loss, ensemble_mode=ensemble_mode,
-                                   prior_weight=self.search.prior_weight, compile=compile)  # fmt: skip
+        self.objective = Objective(
+            generator,
+            ensemble,
+            truncation=truncation,
+            loss=loss,
+            ensemble_mode=ensemble_mode,
+            prior_weight=self.search.prior_weight,
+            compile=compile,
+        )
         self.iou_metric = MeanIoU()
         self.feeder: Feeder | None = None  # set before fit: where the rows' trajectories come from
         self.rows: RowTable | None = None  # allocated at the first step
@@ -115,8 +122,16 @@ class SilhouetteSwap(LightningModule):
         """The ensemble's probability of each trajectory's subject: `[M, B, C, S, S], [B] -> [B, S, S]`."""
         return self.objective.subject_maps(logits, channels)
 
-    def score(self, z: Tensor, class_ids: Tensor, channels: Tensor, targets: Tensor,
-              class_vectors: Tensor | None = None, *, compiled: bool = True) -> tuple[Tensor, Tensor]:  # fmt: skip
+    def score(
+        self,
+        z: Tensor,
+        class_ids: Tensor,
+        channels: Tensor,
+        targets: Tensor,
+        class_vectors: Tensor | None = None,
+        *,
+        compiled: bool = True,
+    ) -> tuple[Tensor, Tensor]:
         """(loss [B], IoU [B]) of latents against target maps (`Objective.score`)."""
         return self.objective.score(z, class_ids, channels, targets, class_vectors, compiled=compiled)
 
@@ -129,9 +144,16 @@ class SilhouetteSwap(LightningModule):
     def _init_rows(self) -> None:
         """Every row of the chunk empty, with its state allocated on the module's device."""
         class_dim = self.num_classes if self.class_vector is not None else None
-        self.rows = RowTable(chunk=self.z.shape[0], batch=self.batch_size, z_dim=self.z_dim, steps=self.steps,
-                             frame_steps=self.frame_steps, target_size=self.feeder.target_size, class_dim=class_dim,
-                             device=self.z.device)  # fmt: skip
+        self.rows = RowTable(
+            chunk=self.z.shape[0],
+            batch=self.batch_size,
+            z_dim=self.z_dim,
+            steps=self.steps,
+            frame_steps=self.frame_steps,
+            target_size=self.feeder.target_size,
+            class_dim=class_dim,
+            device=self.z.device,
+        )
         self.hand_over = HandOver(whole_groups=self.search.prune_after is not None)
         self.best_of_n = BestOfN(self.search.restarts, self.z_dim, self.truncation)
         self._ticks_run = 0
@@ -152,8 +174,14 @@ class SilhouetteSwap(LightningModule):
         start = self.feeder.load(indices, self.rows.own(rows, rank))
         seeds = start.seeds
         if start.z0 is None and start.candidates is not None:  # best-of-N (search/starts.py)
-            seeds = self.best_of_n.seeds(start, self._score_candidates, like=self.z, world=self.trainer.world_size,
-                                         rank=rank, reduce_sum=self._reduce_sum)  # fmt: skip
+            seeds = self.best_of_n.seeds(
+                start,
+                self._score_candidates,
+                like=self.z,
+                world=self.trainer.world_size,
+                rank=rank,
+                reduce_sum=self._reduce_sum,
+            )
         # z0 (optional): explicit starting latents, for the recovery experiment
         z0 = start.z0 if start.z0 is not None else initial_latents(seeds.tolist(), self.z_dim, self.truncation)
         at = torch.tensor(rows, device=self.z.device)
@@ -185,8 +213,7 @@ class SilhouetteSwap(LightningModule):
         row_step = torch.tensor(table.step, device=self.z.device)  # [G]
         class_rows = self.class_vector[rows] if self.class_vector is not None else None
         with torch.set_grad_enabled(bool(stepping)):
-            loss, iou = self.score(self.z[rows], table.class_ids[rows], table.channels[rows], table.targets,
-                                   class_rows)  # fmt: skip
+            loss, iou = self.score(self.z[rows], table.class_ids[rows], table.channels[rows], table.targets, class_rows)
         finite = torch.isfinite(loss) & torch.isfinite(self.z[rows].detach()).all(1)
         if class_rows is not None:
             finite &= torch.isfinite(class_rows.detach()).all(1)

@@ -16,8 +16,9 @@ from silhouette_lightning.search.starts import better_first
 class ImagePanels(Callback):
     """Every `every` steps, one panel per (source, class) of the first `groups` in rank zero's rows."""
 
-    def __init__(self, every: int, *, data_dir: Path | None, max_pixels: int, groups: int = 4, size: int = 128,
-                 fit: str = "pad"):  # fmt: skip
+    def __init__(
+        self, every: int, *, data_dir: Path | None, max_pixels: int, groups: int = 4, size: int = 128, fit: str = "pad"
+    ):
         self.every, self.data_dir, self.max_pixels, self.groups, self.size = every, data_dir, max_pixels, groups, size
         self.fit = fit
         self._photos: dict[str, torch.Tensor | None] = {}

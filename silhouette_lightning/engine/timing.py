@@ -18,7 +18,8 @@ class StepClock(Callback):
     """Records `perf_counter` at the start of the run, at every training batch start and end, and at the end.
 
     One batch is one latent step of the chunk (data.py); a step that loads trajectories into rows, or after which
-    trajectories finish (and their results go to the writer, pictures included), is not a plain step. `created` is when the clock was made: pass a fresh
+    trajectories finish (and their results go to the writer, pictures included), is not a plain step. `created` is
+    when the clock was made: pass a fresh
     clock to `run()` to include loading and target maps in `before_first_step_s`.
     """
 

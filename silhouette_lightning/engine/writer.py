@@ -59,9 +59,22 @@ def source_picture(data_dir: Path | None, key: str, *, masks: bool, max_pixels: 
 class ResultWriter(Callback):
     """Turns finished trajectories into files; keeps `results.csv` current as (source, class) pairs complete."""
 
-    def __init__(self, run_dir: Path, plan, *, generator_spec: str, truncation: float, save_images: str,
-                 data_dir: Path | None, max_pixels: int, blend: str = "soft", fit: str = "pad",
-                 thresholds: list[float] = DEFAULT_THRESHOLDS, heldout=None, heldout_name: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        run_dir: Path,
+        plan,
+        *,
+        generator_spec: str,
+        truncation: float,
+        save_images: str,
+        data_dir: Path | None,
+        max_pixels: int,
+        blend: str = "soft",
+        fit: str = "pad",
+        thresholds: list[float] = DEFAULT_THRESHOLDS,
+        heldout=None,
+        heldout_name: str | None = None,
+    ) -> None:
         """`heldout`: the held-out segmenter (heldout.py) that scores each best image, named `heldout_name`."""
         self.run_dir, self.plan = Path(run_dir), plan
         self.heldout, self.heldout_name = heldout, heldout_name
@@ -110,8 +123,12 @@ class ResultWriter(Callback):
         if isinstance(exception, OutputError):
             return  # the error's own line says which file and that finished results are kept
         done = len(self.complete)
-        print(f"\nstopped: {done} (source, class) result(s) are saved in {self.run_dir / 'results.csv'}; run the same "
-              "command again to resume where it stopped", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"\nstopped: {done} (source, class) result(s) are saved in {self.run_dir / 'results.csv'}; run the same "
+            "command again to resume where it stopped",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
@@ -120,8 +137,11 @@ class ResultWriter(Callback):
         self._write_tables()
         if self.save_images != "none" and (self.complete or self.plan.skipped):
             self._contact_sheet()
-        heldout = {(r["source"], int(r["class_id"])): float(r["heldout_iou"])
-                   for r in self.complete.values() if r.get("heldout_iou")}  # fmt: skip
+        heldout = {
+            (r["source"], int(r["class_id"])): float(r["heldout_iou"])
+            for r in self.complete.values()
+            if r.get("heldout_iou")
+        }
         rows = write_convergence(self.run_dir, self.histories.values(), self.thresholds, heldout)
         if rows and trainer.logger is not None:
             log_convergence(trainer.logger.experiment, rows)
@@ -196,10 +216,13 @@ class ResultWriter(Callback):
         scored = [r for r in rows if r.get("heldout_iou")]
         if not scored or trainer.logger is None:
             return
-        trainer.logger.log_metrics({
-            "results/iou_optimized": sum(float(r["best_iou"]) for r in scored) / len(scored),
-            "results/iou_heldout": sum(float(r["heldout_iou"]) for r in scored) / len(scored),
-        }, step=trainer.global_step)  # fmt: skip
+        trainer.logger.log_metrics(
+            {
+                "results/iou_optimized": sum(float(r["best_iou"]) for r in scored) / len(scored),
+                "results/iou_heldout": sum(float(r["heldout_iou"]) for r in scored) / len(scored),
+            },
+            step=trainer.global_step,
+        )
 
     def _write_tables(self) -> None:
         rows = [self.complete[g] for g in sorted(self.complete, key=self.plan.group_order)]
@@ -229,8 +252,12 @@ class ResultWriter(Callback):
                 class_vectors = best["best_class"][None]
                 if self.save_images == "all":
                     class_vectors = torch.cat([class_vectors, best["frames_class"]])
-            rendered = pl_module.render(zs, torch.full((n,), best["class_id"]),
-                                        torch.full((n,), VOC_CLASSES.index(best["subject"])), class_vectors)  # fmt: skip
+            rendered = pl_module.render(
+                zs,
+                torch.full((n,), best["class_id"]),
+                torch.full((n,), VOC_CLASSES.index(best["subject"])),
+                class_vectors,
+            )
         self._pending.append(self._pool.submit(self._save_group, out, best, rendered, heldout_score))
         for future in [f for f in self._pending if f.done()]:  # surface write errors early, forget finished work
             self._pending.remove(future)
@@ -254,10 +281,12 @@ class ResultWriter(Callback):
                 atomic_save_image(pictures.to_pil(mixed), out / "composite.png")
             if self.save_images == "all":
                 captions = [f"step {s}" for s in best["frame_steps"]]
-                atomic_save_image(pictures.strip(list(images[1:]), list(masks[1:]), captions, target=target),
-                                  out / "strip.png")  # fmt: skip
-                pictures.progress_gif(list(images[1:]), list(masks[1:]), target, out / "progress.gif",
-                                      captions=captions)  # fmt: skip
+                atomic_save_image(
+                    pictures.strip(list(images[1:]), list(masks[1:]), captions, target=target), out / "strip.png"
+                )
+                pictures.progress_gif(
+                    list(images[1:]), list(masks[1:]), target, out / "progress.gif", captions=captions
+                )
         heldout = (self.heldout_name, heldout_score) if heldout_score is not None else None
         save_latent(out / "latent.pt", best, generator=self.generator_spec, truncation=self.truncation, heldout=heldout)
 

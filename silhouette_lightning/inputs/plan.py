@@ -39,8 +39,12 @@ def plan_path(run_dir: Path) -> Path:
 
 def write_plan(run_dir: Path, plan: PlanFile) -> Path:
     """Write `plan` into `run_dir` atomically (a reader never sees half a plan)."""
-    data = {"trajectories": [asdict(t) for t in plan.trajectories], "sources": list(plan.sources),
-            "skipped": [asdict(p) for p in plan.skipped], "class_ids": plan.class_ids} | plan.extra  # fmt: skip
+    data = {
+        "trajectories": [asdict(t) for t in plan.trajectories],
+        "sources": list(plan.sources),
+        "skipped": [asdict(p) for p in plan.skipped],
+        "class_ids": plan.class_ids,
+    } | plan.extra
     return atomic_torch_save(data, plan_path(run_dir))
 
 

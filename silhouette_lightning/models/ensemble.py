@@ -14,7 +14,6 @@ from silhouette_lightning.core.names import ENSEMBLE_MODES
 __all__ = ["ENSEMBLE_MODES", "ensemble_probs", "float32_region", "subject_channel"]
 
 
-
 def float32_region(t: Tensor):
     """A context with autocast off on `t`'s device: what runs in it keeps its inputs' float32."""
     return torch.autocast(t.device.type, enabled=False)

@@ -73,8 +73,17 @@ def _stream(url: str, out: BinaryIO, *, timeout: float, name: str, progress: boo
         show = progress and (expected is None or expected >= _PROGRESS_MIN_BYTES)
         if show:
             print(f"Downloading {url}", file=sys.stderr, flush=True)
-        with tqdm(total=expected, desc=f"  {name}", unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                  disable=not show, mininterval=0.5, dynamic_ncols=True) as bar:  # fmt: skip
+        with tqdm(
+            total=expected,
+            desc=f"  {name}",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            disable=not show,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        ) as bar:
             while chunk := response.read(_CHUNK_BYTES):
                 out.write(chunk)
                 digest.update(chunk)

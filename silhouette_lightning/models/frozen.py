@@ -42,8 +42,12 @@ def fold_batch_norms(module: ModuleT) -> ModuleT:
             pairs = [(n, "bn" + n[4:]) for n, _ in parent.named_children() if n.startswith("conv") and n[4:].isdigit()]
         for conv_name, bn_name in pairs:
             conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
-            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
-                    and bn.num_features == conv.out_channels):  # fmt: skip
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+                and bn.num_features == conv.out_channels
+            ):
                 fused = fuse_conv_bn_eval(conv, bn).eval().requires_grad_(conv.weight.requires_grad)
                 setattr(parent, conv_name, fused)
                 setattr(parent, bn_name, nn.Identity().eval())

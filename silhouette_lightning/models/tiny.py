@@ -67,8 +67,9 @@ def heldout_segmenter_state(seed: int = 0) -> dict:
     from torchvision.models import get_model
 
     torch.manual_seed(seed)
-    model = get_model("deeplabv3_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=21,
-                      aux_loss=False)  # fmt: skip
+    model = get_model(
+        "deeplabv3_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=21, aux_loss=False
+    )
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):

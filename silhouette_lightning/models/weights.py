@@ -28,8 +28,10 @@ def needed_files(*, generator: str | None, segmenters: list[str], heldout: str |
     if generator is not None and not Path(generator).expanduser().is_dir() and generator in BIGGAN_NAMES:
         folder = default_cache_dir() / "biggan" / generator
         weights_url, config_url = biggan_urls(generator)
-        files += [WeightsFile(f"generator {generator}", config_url, folder / CONFIG_NAME),
-                  WeightsFile(f"generator {generator}", weights_url, folder / WEIGHTS_NAME)]  # fmt: skip
+        files += [
+            WeightsFile(f"generator {generator}", config_url, folder / CONFIG_NAME),
+            WeightsFile(f"generator {generator}", weights_url, folder / WEIGHTS_NAME),
+        ]
     for name in dict.fromkeys(segmenters):
         path, url = segmenter_weights_path(name)
         match = _HASH_IN_NAME.search(path.name)
@@ -37,8 +39,14 @@ def needed_files(*, generator: str | None, segmenters: list[str], heldout: str |
     if heldout is not None and heldout not in segmenters:
         path, url = segmenter_weights_path(heldout)
         match = _HASH_IN_NAME.search(path.name)
-        files.append(WeightsFile(f"held-out segmenter (--heldout {heldout}, or pass --heldout none)", url, path,
-                                 match.group(1) if match else None))  # fmt: skip
+        files.append(
+            WeightsFile(
+                f"held-out segmenter (--heldout {heldout}, or pass --heldout none)",
+                url,
+                path,
+                match.group(1) if match else None,
+            )
+        )
     return files
 
 

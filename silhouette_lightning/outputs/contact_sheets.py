@@ -23,8 +23,9 @@ def page_names(pages: int) -> list[str]:
     return [SINGLE_NAME] if pages == 1 else [f"contact_sheet_{i:03d}.png" for i in range(1, pages + 1)]
 
 
-def write_contact_sheets(run_dir: Path, rows: list[dict], plan, photo: Callable[[str], object],
-                         *, rows_per_page: int = ROWS_PER_PAGE) -> list[Path]:  # fmt: skip
+def write_contact_sheets(
+    run_dir: Path, rows: list[dict], plan, photo: Callable[[str], object], *, rows_per_page: int = ROWS_PER_PAGE
+) -> list[Path]:
     """Write the pages from the results.csv rows (`plan` gives the order and the target maps; `photo(key)` the
     source photo or None) and remove pages an earlier, larger state of the run left; returns the pages."""
     run_dir = Path(run_dir)

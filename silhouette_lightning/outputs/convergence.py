@@ -86,8 +86,9 @@ def _steps_summary(name: str, steps: list[int]) -> list[tuple[str, float]]:
     return out
 
 
-def _scope_rows(records: list[dict], curves: Tensor, thresholds: list[float],
-                heldout: dict[tuple[str, int], float] | None = None) -> list[tuple[int | None, str, float]]:  # fmt: skip
+def _scope_rows(
+    records: list[dict], curves: Tensor, thresholds: list[float], heldout: dict[tuple[str, int], float] | None = None
+) -> list[tuple[int | None, str, float]]:
     """(step, statistic, value) of one scope: its records and their best-so-far curves `[N, steps + 1]`."""
     rows: list[tuple[int | None, str, float]] = []
     pairs: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -123,12 +124,16 @@ def _scope_rows(records: list[dict], curves: Tensor, thresholds: list[float],
     return rows
 
 
-def convergence_stats(records: Iterable[dict], thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
-                      heldout: dict[tuple[str, int], float] | None = None) -> list[dict]:  # fmt: skip
+def convergence_stats(
+    records: Iterable[dict],
+    thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+    heldout: dict[tuple[str, int], float] | None = None,
+) -> list[dict]:
     """Long-format rows of every statistic, for all trajectories, per class, per subject and per class x subject.
 
     `records`: trajectory records (`results.load_records(run_dir).values()`); those without an `iou_history`
-    are left out. `heldout`: the held-out IoU of each (source, class id) pair that has one. Each row: `{"class", "class_name", "subject", "step", "statistic", "value"}`, `class` an
+    are left out. `heldout`: the held-out IoU of each (source, class id) pair that has one. Each row:
+    `{"class", "class_name", "subject", "step", "statistic", "value"}`, `class` an
     ImageNet id as text or "all", `step` an int for per-step statistics else None.
     """
     records = _with_history(records)
@@ -149,8 +154,16 @@ def convergence_stats(records: Iterable[dict], thresholds: Iterable[float] = DEF
         class_name = imagenet_name(int(c)) if c != ALL else ALL
         idx = members[scope]
         for step, statistic, value in _scope_rows([records[i] for i in idx], stacked[idx], thresholds, heldout):
-            rows.append({"class": c, "class_name": class_name, "subject": s, "step": step, "statistic": statistic,
-                         "value": value})  # fmt: skip
+            rows.append(
+                {
+                    "class": c,
+                    "class_name": class_name,
+                    "subject": s,
+                    "step": step,
+                    "statistic": statistic,
+                    "value": value,
+                }
+            )
     return rows
 
 
@@ -158,8 +171,10 @@ def by_scope(rows: Iterable[dict]) -> dict[Scope, dict]:
     """Rows regrouped per (class, subject): `{"class_name", "summary": {stat: value}, "curves": {stat: [..]}}`."""
     scopes: dict[Scope, dict] = {}
     for row in rows:
-        entry = scopes.setdefault((row["class"], row["subject"]), {"class_name": row["class_name"], "summary": {},
-                                                                    "curves": defaultdict(dict)})  # fmt: skip
+        entry = scopes.setdefault(
+            (row["class"], row["subject"]),
+            {"class_name": row["class_name"], "summary": {}, "curves": defaultdict(dict)},
+        )
         if row["step"] is None:
             entry["summary"][row["statistic"]] = row["value"]
         else:
@@ -175,8 +190,12 @@ def _format(value) -> str:
     return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
-def write_convergence(run_dir: Path, records: Iterable[dict], thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
-                      heldout: dict[tuple[str, int], float] | None = None):  # fmt: skip
+def write_convergence(
+    run_dir: Path,
+    records: Iterable[dict],
+    thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+    heldout: dict[tuple[str, int], float] | None = None,
+):
     """Write `convergence.csv` and `convergence.json` into `run_dir`; returns the rows (empty: nothing written)."""
     thresholds = [float(t) for t in thresholds]
     rows = convergence_stats(records, thresholds, heldout)
@@ -186,13 +205,21 @@ def write_convergence(run_dir: Path, records: Iterable[dict], thresholds: Iterab
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
-        writer.writerow([r["class"], r["class_name"], r["subject"], "" if r["step"] is None else r["step"],
-                         r["statistic"], _format(r["value"])])  # fmt: skip
+        writer.writerow(
+            [
+                r["class"],
+                r["class_name"],
+                r["subject"],
+                "" if r["step"] is None else r["step"],
+                r["statistic"],
+                _format(r["value"]),
+            ]
+        )
     atomic_write_text(Path(run_dir) / "convergence.csv", buffer.getvalue())
     scopes = [
         {"class": c, "class_name": e["class_name"], "subject": s, "summary": e["summary"], "curves": e["curves"]}
         for (c, s), e in by_scope(rows).items()
-    ]  # fmt: skip
+    ]
     document = {"thresholds": thresholds, "quantiles": list(QUANTILES), "scopes": scopes}
     atomic_write_text(Path(run_dir) / "convergence.json", json.dumps(document, indent=1) + "\n")
     return rows
@@ -205,8 +232,9 @@ def read_convergence(run_dir: Path) -> list[dict]:
         for row in csv.DictReader(f):
             value = float(row["value"])
             is_count = row["statistic"] in ("trajectories", "pairs") or row["statistic"].endswith("_count")
-            rows.append(row | {"step": int(row["step"]) if row["step"] else None,
-                               "value": int(value) if is_count else value})  # fmt: skip
+            rows.append(
+                row | {"step": int(row["step"]) if row["step"] else None, "value": int(value) if is_count else value}
+            )
     return rows
 
 

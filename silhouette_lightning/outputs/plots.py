@@ -51,8 +51,9 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_curves(stats: list[dict] | Mapping[str, list[dict]], path: Path, *, title: str | None = None,
-                columns: int = 6) -> Path:  # fmt: skip
+def plot_curves(
+    stats: list[dict] | Mapping[str, list[dict]], path: Path, *, title: str | None = None, columns: int = 6
+) -> Path:
     """Best-so-far IoU over optimization steps: a panel for all classes, then one per class (sorted by final
     mean); in each, per variant, the mean over trajectories and the band between the 10% and 90% quantiles.
 
@@ -89,8 +90,11 @@ def plot_curves(stats: list[dict] | Mapping[str, list[dict]], path: Path, *, tit
             ax.fill_between(steps, curves["best_iou_q10"], curves["best_iou_q90"], color=colour, alpha=0.2, lw=0)
             handles.setdefault(label or "mean best-so-far IoU", line)
         n = first.get((c, ALL), {}).get("summary", {}).get("trajectories")
-        ax.set_title(_label(c, classes[c]) + (f"  (n={n})" if n is not None and len(scoped) == 1 else ""),
-                     fontsize=9, fontweight="bold" if c == ALL else "normal")  # fmt: skip
+        ax.set_title(
+            _label(c, classes[c]) + (f"  (n={n})" if n is not None and len(scoped) == 1 else ""),
+            fontsize=9,
+            fontweight="bold" if c == ALL else "normal",
+        )
         ax.set_ylim(-0.02, 1.02)  # a curve at 0 or 1 stays visible off the frame
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
@@ -126,8 +130,9 @@ def plot_success(stats: list[dict], path: Path, *, kind: str = "pair", title: st
     shades = ["#9ecae1", "#4292c6", "#08519c", "#08306b", "#041a3a"]  # darker: a higher bar
     for i, t in enumerate(thresholds):
         ys = [y + (i - (len(thresholds) - 1) / 2) * height for y in range(len(classes))]
-        ax.barh(ys, [rates[c][i] for c in classes], height=height, color=shades[i % len(shades)],
-                label=f"IoU \u2265 {t:g}")  # fmt: skip
+        ax.barh(
+            ys, [rates[c][i] for c in classes], height=height, color=shades[i % len(shades)], label=f"IoU \u2265 {t:g}"
+        )
     ax.set_yticks(range(len(classes)), [_label(c, scopes[c]["class_name"], 32) for c in classes], fontsize=9)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.6, len(classes) - 0.4)
@@ -145,8 +150,10 @@ def plot_heatmap(stats: list[dict], path: Path, *, title: str | None = None) -> 
     overall = {c: _final(e["curves"]["pair_best_iou_mean"]) for (c, s), e in scopes.items() if s == ALL and c != ALL}
     classes = sorted(overall, key=lambda c: (-overall[c], int(c)))
     names = {c: scopes[(c, ALL)]["class_name"] for c in classes}
-    grid = [[_final(scopes[(c, s)]["curves"]["pair_best_iou_mean"]) if (c, s) in scopes else math.nan
-             for s in subjects] for c in classes]  # fmt: skip
+    grid = [
+        [_final(scopes[(c, s)]["curves"]["pair_best_iou_mean"]) if (c, s) in scopes else math.nan for s in subjects]
+        for c in classes
+    ]
     fig = Figure(figsize=(3.2 + 0.9 * len(subjects), 1.6 + 0.3 * len(classes)), dpi=120, layout="constrained")
     ax = fig.subplots()
     cmap = colormaps["viridis"].with_extremes(bad="#eeeeee")  # not run: light grey
@@ -159,8 +166,15 @@ def plot_heatmap(stats: list[dict], path: Path, *, title: str | None = None) -> 
         for y, row in enumerate(grid):
             for x, value in enumerate(row):
                 if not math.isnan(value):
-                    ax.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                            color="black" if value > 0.6 else "white")  # fmt: skip
+                    ax.text(
+                        x,
+                        y,
+                        f"{value:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="black" if value > 0.6 else "white",
+                    )
     fig.colorbar(image, ax=ax, label="mean best IoU (best of restarts)", shrink=0.8)
     ax.set_title(title or "Mean best IoU per class and subject", fontsize=12)
     return _save(fig, path)

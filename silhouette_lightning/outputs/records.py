@@ -21,11 +21,33 @@ from silhouette_lightning.models.images import images as generator_images
 from silhouette_lightning.search.rows import TrajectoryResult
 
 RESULT_COLUMNS = [
-    "source", "subject", "class_id", "class_name", "best_iou", "heldout_iou", "best_loss", "best_restart", "best_step", "seed",
-    "restarts", "stopped_restarts", "status", "output_dir", "nearest_class",
-]  # fmt: skip
-CLASS_COLUMNS = ["class_id", "class_name", "pairs", "mean_best_iou", "mean_heldout_iou", "median_best_iou",
-                 "iou_at_least_0.5", "iou_at_least_0.8", "mean_best_step"]  # fmt: skip
+    "source",
+    "subject",
+    "class_id",
+    "class_name",
+    "best_iou",
+    "heldout_iou",
+    "best_loss",
+    "best_restart",
+    "best_step",
+    "seed",
+    "restarts",
+    "stopped_restarts",
+    "status",
+    "output_dir",
+    "nearest_class",
+]
+CLASS_COLUMNS = [
+    "class_id",
+    "class_name",
+    "pairs",
+    "mean_best_iou",
+    "mean_heldout_iou",
+    "median_best_iou",
+    "iou_at_least_0.5",
+    "iou_at_least_0.8",
+    "mean_best_step",
+]
 
 Identity = tuple[str, int, int]  # (source key, class id, restart)
 
@@ -48,21 +70,32 @@ def trajectory_records(finished: TrajectoryResult, trajectories: Sequence) -> li
     for i, index in enumerate(finished.index.tolist()):
         t = trajectories[index]
         record = {
-            "source": t.source_key, "subject": t.subject, "class_id": t.class_id, "restart": t.restart,
+            "source": t.source_key,
+            "subject": t.subject,
+            "class_id": t.class_id,
+            "restart": t.restart,
             "seed": int(finished.seed[i]),  # best-of-N: the chosen start's
             "best_iou": float(finished.best_iou[i]),
-            "best_loss": float(finished.best_loss[i]), "best_step": int(finished.best_step[i]),
-            "stopped_at": int(finished.stopped_at[i]), "best_z": finished.best_z[i].clone(),
-            "frames": finished.frames[i].clone(), "frame_steps": finished.frame_steps,
+            "best_loss": float(finished.best_loss[i]),
+            "best_step": int(finished.best_step[i]),
+            "stopped_at": int(finished.stopped_at[i]),
+            "best_z": finished.best_z[i].clone(),
+            "frames": finished.frames[i].clone(),
+            "frame_steps": finished.frame_steps,
             "iou_history": finished.iou_history[i].float().clone(),
-            "loss_history": finished.loss_history[i].float().clone(), "seconds": float(finished.seconds[i]),
+            "loss_history": finished.loss_history[i].float().clone(),
+            "seconds": float(finished.seconds[i]),
             # early stop or pruning (stopping.py): the step it ended at, and why
-            "ended_at": int(finished.ended_at[i]), "ended_by": finished.ended_by[i],
-        }  # fmt: skip
+            "ended_at": int(finished.ended_at[i]),
+            "ended_by": finished.ended_by[i],
+        }
         if finished.best_class is not None:  # --class-lr: the optimized class vectors, and the nearest class
             best_class = finished.best_class[i].clone()
-            record |= {"best_class": best_class, "frames_class": finished.frames_class[i].clone(),
-                       "nearest_class": int(best_class.argmax())}  # fmt: skip
+            record |= {
+                "best_class": best_class,
+                "frames_class": finished.frames_class[i].clone(),
+                "nearest_class": int(best_class.argmax()),
+            }
         records.append(record)
     return records
 
@@ -107,18 +140,26 @@ def summary_row(run_dir: Path, records: list[dict]) -> dict:
     stopped = sum(r["stopped_at"] >= 0 for r in records)
     first = records[0]
     row = {
-        "source": first["source"], "subject": first["subject"], "class_id": first["class_id"],
-        "class_name": imagenet_name(first["class_id"]), "restarts": len(records), "stopped_restarts": stopped,
+        "source": first["source"],
+        "subject": first["subject"],
+        "class_id": first["class_id"],
+        "class_name": imagenet_name(first["class_id"]),
+        "restarts": len(records),
+        "stopped_restarts": stopped,
         "output_dir": str(group_dir(run_dir, first["source"], first["class_id"]).relative_to(run_dir)),
-    }  # fmt: skip
+    }
     if not alive or stopped == len(records):  # its best is at most a pre-divergence image: not a result
         return row | {"status": "failed: every restart turned non-finite (try a lower --lr)"}
     best = best_record(alive)
     return row | {
-        "best_iou": f"{best['best_iou']:.6f}", "best_loss": f"{best['best_loss']:.6g}",
-        "best_restart": best["restart"], "best_step": best["best_step"], "seed": best["seed"], "status": "ok",
+        "best_iou": f"{best['best_iou']:.6f}",
+        "best_loss": f"{best['best_loss']:.6g}",
+        "best_restart": best["restart"],
+        "best_step": best["best_step"],
+        "seed": best["seed"],
+        "status": "ok",
         "nearest_class": best.get("nearest_class", ""),  # --class-lr: argmax of the optimized class vector
-    }  # fmt: skip
+    }
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
@@ -143,14 +184,19 @@ def class_table(rows: list[dict]) -> list[dict]:
     for class_id, group in sorted(by_class.items()):
         ious = torch.tensor([float(r["best_iou"]) for r in group])
         heldout = [float(r["heldout_iou"]) for r in group if r.get("heldout_iou") not in (None, "")]
-        table.append({
-            "class_id": class_id, "class_name": imagenet_name(class_id), "pairs": len(group),
-            "mean_best_iou": f"{ious.mean():.4f}", "median_best_iou": f"{ious.median():.4f}",
-            "mean_heldout_iou": f"{sum(heldout) / len(heldout):.4f}" if heldout else "",
-            "iou_at_least_0.5": f"{(ious >= 0.5).float().mean():.4f}",
-            "iou_at_least_0.8": f"{(ious >= 0.8).float().mean():.4f}",
-            "mean_best_step": f"{sum(int(r['best_step']) for r in group) / len(group):.2f}",
-        })  # fmt: skip
+        table.append(
+            {
+                "class_id": class_id,
+                "class_name": imagenet_name(class_id),
+                "pairs": len(group),
+                "mean_best_iou": f"{ious.mean():.4f}",
+                "median_best_iou": f"{ious.median():.4f}",
+                "mean_heldout_iou": f"{sum(heldout) / len(heldout):.4f}" if heldout else "",
+                "iou_at_least_0.5": f"{(ious >= 0.5).float().mean():.4f}",
+                "iou_at_least_0.8": f"{(ious >= 0.8).float().mean():.4f}",
+                "mean_best_step": f"{sum(int(r['best_step']) for r in group) / len(group):.2f}",
+            }
+        )
     return sorted(table, key=lambda r: -float(r["mean_best_iou"]))
 
 

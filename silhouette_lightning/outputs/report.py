@@ -28,8 +28,22 @@ CAPTIONS = {
     "it) with its 95% bootstrap interval over (source, class) pairs; a triangle on the top edge: none reaches it.",
 }
 RUNTIME_CLASSES = 6  # the runtime figures show each class too when a run has at most this many
-SETTINGS = ["data", "generator", "segmenters", "ensemble", "loss", "restarts", "steps", "lr", "truncation",
-            "seg_size", "seed", "thresholds", "precision", "devices"]  # fmt: skip
+SETTINGS = [
+    "data",
+    "generator",
+    "segmenters",
+    "ensemble",
+    "loss",
+    "restarts",
+    "steps",
+    "lr",
+    "truncation",
+    "seg_size",
+    "seed",
+    "thresholds",
+    "precision",
+    "devices",
+]
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; background: #fff; }
@@ -57,8 +71,10 @@ def _data_uri(path: Path) -> str:
 
 
 def _figure(path: Path, alt: str, caption: str) -> str:
-    return (f'<figure><img src="{_data_uri(path)}" alt="{html.escape(alt)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    return (
+        f'<figure><img src="{_data_uri(path)}" alt="{html.escape(alt)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _link(run_dir: Path, relative: str, text: str | None = None) -> str:
@@ -107,14 +123,19 @@ def convergence_table(stats: list[dict]) -> tuple[list[str], list[dict]]:
     rows = []
     for c, e in entries:
         s = e["summary"]
-        final = {k: [v for v in e["curves"].get(k, []) if v is not None] for k in ("best_iou_mean",
-                                                                                  "pair_best_iou_mean")}  # fmt: skip
-        row = {"class": "all classes" if c == ALL else f"{c} {e['class_name']}",
-               "trajectories": _number(s.get("trajectories")), "pairs": _number(s.get("pairs")),
-               "mean best IoU": _number(final["best_iou_mean"][-1] if final["best_iou_mean"] else None),
-               "mean best IoU of best restarts": _number(final["pair_best_iou_mean"][-1]
-                                                         if final["pair_best_iou_mean"] else None),
-               "seconds / trajectory": _number(s.get("seconds_mean"), 2)}  # fmt: skip
+        final = {
+            k: [v for v in e["curves"].get(k, []) if v is not None] for k in ("best_iou_mean", "pair_best_iou_mean")
+        }
+        row = {
+            "class": "all classes" if c == ALL else f"{c} {e['class_name']}",
+            "trajectories": _number(s.get("trajectories")),
+            "pairs": _number(s.get("pairs")),
+            "mean best IoU": _number(final["best_iou_mean"][-1] if final["best_iou_mean"] else None),
+            "mean best IoU of best restarts": _number(
+                final["pair_best_iou_mean"][-1] if final["pair_best_iou_mean"] else None
+            ),
+            "seconds / trajectory": _number(s.get("seconds_mean"), 2),
+        }
         for t in thresholds:
             row[f"pairs \u2265 {t:g}"] = _number(s.get(f"pair_success_rate@{t:g}"))
             row[f"median steps to {t:g}"] = _number(s.get(f"pair_steps_to@{t:g}_median"), 1)
@@ -155,8 +176,10 @@ def write_runtime_plots(run_dir: Path, runs: list[dict]) -> tuple[list[dict], di
             ecdf[label] = runtime.runtime_ecdf([r for r in runs if r["class_id"] == c], budgets=grid)
             ert[label] = erts[str(c)]
     folder = Path(run_dir) / "plots"
-    return rows, {"ecdf": plot_ecdf(ecdf, folder / ECDF_FILE, targets=list(runtime.DEFAULT_TARGETS)),
-                  "ert": plot_ert(ert, folder / ERT_FILE)}  # fmt: skip
+    return rows, {
+        "ecdf": plot_ecdf(ecdf, folder / ECDF_FILE, targets=list(runtime.DEFAULT_TARGETS)),
+        "ert": plot_ert(ert, folder / ERT_FILE),
+    }
 
 
 def runtime_table(rows: list[dict]) -> tuple[list[str], list[dict]]:
@@ -170,8 +193,10 @@ def runtime_table(rows: list[dict]) -> tuple[list[str], list[dict]]:
     columns = ["class", "trajectories"] + [f"ERT to {t:g}" for t in targets]
     table = []
     for c, per_target in erts.items():
-        row = {"class": html.escape("all classes" if c == ALL else f"{c} {names[c]}"),
-               "trajectories": str(counts[c][None][0])}  # fmt: skip
+        row = {
+            "class": html.escape("all classes" if c == ALL else f"{c} {names[c]}"),
+            "trajectories": str(counts[c][None][0]),
+        }
         for t in targets:
             value, _, interval = format_interval(*per_target[t]).partition(" [")
             row[f"ERT to {t:g}"] = html.escape(value) + (
@@ -204,9 +229,14 @@ def build_report(run_dir: Path, stats: list[dict] | None = None, runtime_rows: l
     failed = [r for r in results if r.get("status", "").startswith("failed")]
     skipped = [r for r in results if r.get("status", "").startswith("skipped")]
     mean_iou = sum(float(r["best_iou"]) for r in ok) / len(ok) if ok else None
-    summary = {"(source, class) pairs": len(ok), "failed pairs": len(failed), "skipped sources": len(skipped),
-               "sources": len({r["source"] for r in ok}), "classes": len({r["class_id"] for r in ok}),
-               "mean best IoU": _number(mean_iou)}  # fmt: skip
+    summary = {
+        "(source, class) pairs": len(ok),
+        "failed pairs": len(failed),
+        "skipped sources": len(skipped),
+        "sources": len({r["source"] for r in ok}),
+        "classes": len({r["class_id"] for r in ok}),
+        "mean best IoU": _number(mean_iou),
+    }
     heldout = [float(r["heldout_iou"]) for r in ok if r.get("heldout_iou")]
     if heldout:
         summary["mean held-out IoU"] = _number(sum(heldout) / len(heldout))
@@ -217,26 +247,31 @@ def build_report(run_dir: Path, stats: list[dict] | None = None, runtime_rows: l
         parts.append("<h2>Convergence</h2>")
         overall = by_scope_stats.get((ALL, ALL), {}).get("summary", {})
         if "seconds_total" in overall:
-            parts.append(f'<p class="muted">{overall["trajectories"]} trajectories, '
-                         f"{overall['seconds_total']:.1f} s of optimization in all.</p>")  # fmt: skip
+            parts.append(
+                f'<p class="muted">{overall["trajectories"]} trajectories, '
+                f"{overall['seconds_total']:.1f} s of optimization in all.</p>"
+            )
         for kind in ("curves", "success", "heatmap"):
             path = run_dir / "plots" / PLOT_FILES[kind]
             if path.exists():
                 parts.append(_figure(path, kind, CAPTIONS[kind]))
         columns, rows = convergence_table(stats)
         parts.append(_table(columns, rows, text_columns={"class"}))
-        parts.append('<p class="muted">Every statistic per class, subject and step: '
-                     f"{_link(run_dir, 'convergence.csv')}.</p>")  # fmt: skip
+        parts.append(
+            f'<p class="muted">Every statistic per class, subject and step: {_link(run_dir, "convergence.csv")}.</p>'
+        )
 
     if runtime_rows:
         from silhouette_lightning.outputs.runtime import FORWARD_COST, RESAMPLES
 
         parts.append("<h2>Runtime to target IoU</h2>")
-        parts.append(f'<p class="muted">Units: latent steps (a forward and backward pass of the scoring path); a '
-                     "trajectory that ran t steps spent t + 1, plus its share of best-of-N candidate scoring "
-                     f"(N \u00d7 {FORWARD_COST:.2g} / R). ERT: units spent by all trajectories, up to success or all "
-                     "of them, over the number that reach the target (\u221e: none). Intervals: 95% bootstrap over "
-                     f"(source, class) pairs, {RESAMPLES} resamples.</p>")  # fmt: skip
+        parts.append(
+            f'<p class="muted">Units: latent steps (a forward and backward pass of the scoring path); a '
+            "trajectory that ran t steps spent t + 1, plus its share of best-of-N candidate scoring "
+            f"(N \u00d7 {FORWARD_COST:.2g} / R). ERT: units spent by all trajectories, up to success or all "
+            "of them, over the number that reach the target (\u221e: none). Intervals: 95% bootstrap over "
+            f"(source, class) pairs, {RESAMPLES} resamples.</p>"
+        )
         for kind in ("ecdf", "ert"):
             path = run_dir / "plots" / (ECDF_FILE if kind == "ecdf" else ERT_FILE)
             if path.exists():
@@ -253,24 +288,44 @@ def build_report(run_dir: Path, stats: list[dict] | None = None, runtime_rows: l
     if sheets:
         parts.append("<h2>Contact sheet</h2>")
     for sheet in sheets:
-        parts.append(_figure(sheet, "contact sheet", "Rows: sources (photo or mask, target silhouette; skipped ones "
-                             "with their reason); columns: classes; each cell the best image with its IoU."))  # fmt: skip
+        parts.append(
+            _figure(
+                sheet,
+                "contact sheet",
+                "Rows: sources (photo or mask, target silhouette; skipped ones "
+                "with their reason); columns: classes; each cell the best image with its IoU.",
+            )
+        )
 
     if results:
         parts.append("<h2>Every (source, class)</h2>")
-        columns = ["source", "subject", "class_id", "class_name", "best_iou", "best_restart", "best_step", "status",
-                   "output"]  # fmt: skip
+        columns = [
+            "source",
+            "subject",
+            "class_id",
+            "class_name",
+            "best_iou",
+            "best_restart",
+            "best_step",
+            "status",
+            "output",
+        ]
         if any(r.get("heldout_iou") for r in results):  # scored by a segmenter the search never saw
             columns.insert(5, "heldout_iou")
-        linked = [r | {"output": _link(run_dir, r.get("output_dir", ""), "folder") if r.get("output_dir") else ""}
-                  for r in results]  # fmt: skip
-        table = _table(columns, linked, text_columns={"source", "subject", "class_name", "status", "output"},
-                       raw={"output"})  # fmt: skip
+        linked = [
+            r | {"output": _link(run_dir, r.get("output_dir", ""), "folder") if r.get("output_dir") else ""}
+            for r in results
+        ]
+        table = _table(
+            columns, linked, text_columns={"source", "subject", "class_name", "status", "output"}, raw={"output"}
+        )
         parts.append(f'<div class="scroll">{table}</div>')
 
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(run_dir.name)}: silhouette swap report</title><style>{STYLE}</style></head>"
-            f"<body>{''.join(parts)}</body></html>\n")  # fmt: skip
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(run_dir.name)}: silhouette swap report</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
 
 
 def write_report(run_dir: Path, stats: list[dict] | None = None) -> Path:

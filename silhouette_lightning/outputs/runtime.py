@@ -95,12 +95,16 @@ def runtime_to_target(record: dict, target: float, start: float = 0.0) -> float:
 
 def heldout_values(results: Iterable[dict]) -> dict[Pair, float]:
     """{(source, class id): held-out IoU} of the results.csv rows (`records.read_results`) that have one."""
-    return {(r["source"], int(r["class_id"])): float(r["heldout_iou"]) for r in results
-            if r.get("heldout_iou") not in (None, "") and r.get("status", "ok") == "ok"}  # fmt: skip
+    return {
+        (r["source"], int(r["class_id"])): float(r["heldout_iou"])
+        for r in results
+        if r.get("heldout_iou") not in (None, "") and r.get("status", "ok") == "ok"
+    }
 
 
-def runs(records: Iterable[dict], *, judge: str = OPTIMIZED, heldout: Mapping[Pair, float] | None = None,
-         start: float = 0.0) -> list[dict]:  # fmt: skip
+def runs(
+    records: Iterable[dict], *, judge: str = OPTIMIZED, heldout: Mapping[Pair, float] | None = None, start: float = 0.0
+) -> list[dict]:
     """The runs the statistics count, from trajectory records (those with an `iou_history`).
 
     `judge`: "optimized" (one run per trajectory, judged by its optimized IoU at every step) or "heldout" (one
@@ -116,16 +120,36 @@ def runs(records: Iterable[dict], *, judge: str = OPTIMIZED, heldout: Mapping[Pa
         out = []
         for r in records:
             curve = best_so_far(r["iou_history"], int(r["stopped_at"]))[: last_step(r) + 1]
-            out.append({"source": r["source"], "class_id": int(r["class_id"]), "pair": (r["source"], int(r["class_id"])),
-                        "spent": spent_units(r, start), "final": float(curve[-1]), "curve": curve, "start": start})  # fmt: skip
+            out.append(
+                {
+                    "source": r["source"],
+                    "class_id": int(r["class_id"]),
+                    "pair": (r["source"], int(r["class_id"])),
+                    "spent": spent_units(r, start),
+                    "final": float(curve[-1]),
+                    "curve": curve,
+                    "start": start,
+                }
+            )
         return out
     if heldout is None:
         raise ValueError('judge="heldout" needs the held-out IoU of each pair (heldout_values(read_results(run)))')
     spent: dict[Pair, float] = defaultdict(float)
     for r in records:
         spent[(r["source"], int(r["class_id"]))] += spent_units(r, start)
-    return [{"source": p[0], "class_id": p[1], "pair": p, "spent": units, "final": float(heldout[p]), "curve": None,
-             "start": start} for p, units in spent.items() if p in heldout]  # fmt: skip
+    return [
+        {
+            "source": p[0],
+            "class_id": p[1],
+            "pair": p,
+            "spent": units,
+            "final": float(heldout[p]),
+            "curve": None,
+            "start": start,
+        }
+        for p, units in spent.items()
+        if p in heldout
+    ]
 
 
 def run_runtime(run: dict, target: float) -> float:
@@ -174,9 +198,18 @@ def ert_by_pair(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS) -
     by_pair: dict[Pair, list[dict]] = defaultdict(list)
     for r in runs_:
         by_pair[r["pair"]].append(r)
-    return [{"source": p[0], "class_id": p[1], "target": float(t), "runs": len(members),
-             "successes": sum(math.isfinite(run_runtime(r, t)) for r in members), "ert": ert(members, t)}
-            for p, members in by_pair.items() for t in targets]  # fmt: skip
+    return [
+        {
+            "source": p[0],
+            "class_id": p[1],
+            "target": float(t),
+            "runs": len(members),
+            "successes": sum(math.isfinite(run_runtime(r, t)) for r in members),
+            "ert": ert(members, t),
+        }
+        for p, members in by_pair.items()
+        for t in targets
+    ]
 
 
 def budget_grid(runs_: list[dict], points: int = 50) -> list[float]:
@@ -187,8 +220,9 @@ def budget_grid(runs_: list[dict], points: int = 50) -> list[float]:
     return torch.logspace(0, math.log10(top), points, dtype=torch.float64).tolist()[:-1] + [float(top)]
 
 
-def runtime_ecdf(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS,
-                 budgets: Iterable[float] | None = None) -> list[dict]:  # fmt: skip
+def runtime_ecdf(
+    runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS, budgets: Iterable[float] | None = None
+) -> list[dict]:
     """The runtime ECDF: rows {"budget", "fraction"}, the fraction of (run, target) pairs whose runtime is at
     most the budget (`budget_grid` by default)."""
     targets = [float(t) for t in targets]
@@ -224,8 +258,9 @@ def fixed_budget(runs_: list[dict], budgets: Iterable[float] | None = None) -> l
     rows = []
     for b in fixed_budgets(runs_) if budgets is None else budgets:
         values = [v for v in (best_at_budget(r, b) for r in runs_) if v is not None]
-        rows.append({"budget": float(b), "runs": len(values),
-                     "mean_best_iou": sum(values) / len(values) if values else None})  # fmt: skip
+        rows.append(
+            {"budget": float(b), "runs": len(values), "mean_best_iou": sum(values) / len(values) if values else None}
+        )
     return rows
 
 
@@ -274,8 +309,14 @@ def percentile_interval(values: Tensor, level: float = LEVEL) -> tuple[Tensor, T
     return ordered[low], ordered[high]
 
 
-def bootstrap(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS, *, resamples: int = RESAMPLES,
-              seed: int = SEED, level: float = LEVEL) -> dict[str, tuple]:  # fmt: skip
+def bootstrap(
+    runs_: list[dict],
+    targets: Iterable[float] = DEFAULT_TARGETS,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> dict[str, tuple]:
     """Point estimates and bootstrap intervals, resampling (source, class) pairs: {"mean_best_iou": (value, low,
     high), "success_rate": (values [T], lows [T], highs [T]), "ert": (...)} as floats / lists of floats."""
     targets = [float(t) for t in targets]
@@ -300,8 +341,14 @@ def _scopes(runs_: list[dict]) -> list[tuple[str, list[dict]]]:
     return [(ALL, runs_)] + [(str(c), by_class[c]) for c in sorted(by_class)]
 
 
-def runtime_stats(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS, *, resamples: int = RESAMPLES,
-                  seed: int = SEED, level: float = LEVEL) -> list[dict]:  # fmt: skip
+def runtime_stats(
+    runs_: list[dict],
+    targets: Iterable[float] = DEFAULT_TARGETS,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> list[dict]:
     """Long-format rows for all runs, then per class: {"class", "class_name", "statistic", "target" (None if
     not per target), "value", "low", "high" (None: no interval)}. Statistics: runs, pairs, mean_best_iou;
     per target: successes, success_rate, ert (intervals: `bootstrap`)."""
@@ -315,11 +362,21 @@ def runtime_stats(runs_: list[dict], targets: Iterable[float] = DEFAULT_TARGETS,
         times = runtimes(members, targets)  # [N, T]
 
         def row(statistic, target, value, low=None, high=None, c=c, name=name):
-            return {"class": c, "class_name": name, "statistic": statistic, "target": target, "value": value,
-                    "low": low, "high": high}  # fmt: skip
+            return {
+                "class": c,
+                "class_name": name,
+                "statistic": statistic,
+                "target": target,
+                "value": value,
+                "low": low,
+                "high": high,
+            }
 
-        rows += [row("runs", None, len(members)), row("pairs", None, len({r["pair"] for r in members})),
-                 row("mean_best_iou", None, *stats["mean_best_iou"])]  # fmt: skip
+        rows += [
+            row("runs", None, len(members)),
+            row("pairs", None, len({r["pair"] for r in members})),
+            row("mean_best_iou", None, *stats["mean_best_iou"]),
+        ]
         for j, t in enumerate(targets):
             rows.append(row("successes", t, int(torch.isfinite(times[:, j]).sum())))
             for statistic in ("success_rate", "ert"):
@@ -333,8 +390,15 @@ def _item(x: Tensor, j: int) -> float:
     return float(x.reshape(-1)[j])
 
 
-def paired_difference(runs_a: list[dict], runs_b: list[dict], targets: Iterable[float] = DEFAULT_TARGETS, *,
-                      resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> list[dict]:  # fmt: skip
+def paired_difference(
+    runs_a: list[dict],
+    runs_b: list[dict],
+    targets: Iterable[float] = DEFAULT_TARGETS,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> list[dict]:
     """Variant b minus variant a on the pairs both ran, resampling those pairs jointly: rows {"statistic",
     "target", "pairs", "a", "b", "difference", "low", "high", "excludes_zero"} for mean_best_iou and, per
     target, success_rate. (ERT differences are left out: with inf on either side they have no interval.)"""
@@ -355,20 +419,40 @@ def paired_difference(runs_a: list[dict], runs_b: list[dict], targets: Iterable[
         low, high = percentile_interval(b_resampled - a_resampled, level)  # [] or [T]
         for j, t in enumerate(columns):
             lo, hi = _item(low, j), _item(high, j)
-            rows.append({"statistic": statistic, "target": t, "pairs": len(pairs), "a": _item(a, j), "b": _item(b, j),
-                         "difference": _item(b - a, j), "low": lo, "high": hi, "excludes_zero": lo > 0 or hi < 0})  # fmt: skip
+            rows.append(
+                {
+                    "statistic": statistic,
+                    "target": t,
+                    "pairs": len(pairs),
+                    "a": _item(a, j),
+                    "b": _item(b, j),
+                    "difference": _item(b - a, j),
+                    "low": lo,
+                    "high": hi,
+                    "excludes_zero": lo > 0 or hi < 0,
+                }
+            )
     return rows
 
 
-def paired_differences(runs_a: list[dict], runs_b: list[dict], targets: Iterable[float] = DEFAULT_TARGETS, *,
-                       resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> list[dict]:  # fmt: skip
+def paired_differences(
+    runs_a: list[dict],
+    runs_b: list[dict],
+    targets: Iterable[float] = DEFAULT_TARGETS,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> list[dict]:
     """`paired_difference` for all classes, then per class: each row with "class" and "class_name" first."""
     rows = []
     for c, members in _scopes(runs_a):
         others = runs_b if c == ALL else [r for r in runs_b if str(r["class_id"]) == c]
         name = ALL if c == ALL else imagenet_name(int(c))
-        rows += [{"class": c, "class_name": name} | row for row in
-                 paired_difference(members, others, targets, resamples=resamples, seed=seed, level=level)]  # fmt: skip
+        rows += [
+            {"class": c, "class_name": name} | row
+            for row in paired_difference(members, others, targets, resamples=resamples, seed=seed, level=level)
+        ]
     return rows
 
 

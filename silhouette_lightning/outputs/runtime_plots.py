@@ -26,8 +26,9 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def plot_ecdf(curves: Mapping[str, list[dict]], path: Path, *, targets: list[float] | None = None,
-              title: str | None = None) -> Path:  # fmt: skip
+def plot_ecdf(
+    curves: Mapping[str, list[dict]], path: Path, *, targets: list[float] | None = None, title: str | None = None
+) -> Path:
     """The runtime ECDF: per variant (`{label: runtime.runtime_ecdf rows}`, drawn in the given order), the
     fraction of (trajectory, target) pairs reached within each budget, as a step curve. `targets`: named in
     the title."""
@@ -81,8 +82,9 @@ def plot_ert(erts: Mapping[str, Mapping[float, tuple]], path: Path, *, title: st
             xs.append(x + shift)
             ys.append(value)
             if low is not None and high is not None:
-                ax.plot([x + shift] * 2, [low, min(high, top)], color=colour, lw=1.6,
-                        ls="--" if math.isinf(high) else "-")  # fmt: skip
+                ax.plot(
+                    [x + shift] * 2, [low, min(high, top)], color=colour, lw=1.6, ls="--" if math.isinf(high) else "-"
+                )
         ax.plot(xs, ys, color=colour, marker="o", lw=1.2, label=label or "all runs")
     ax.set_yscale("log")
     ax.set_ylim(low_edge, top)
@@ -90,8 +92,16 @@ def plot_ert(erts: Mapping[str, Mapping[float, tuple]], path: Path, *, title: st
     ax.set_xticks(range(len(targets)), [f"{t:g}" for t in targets])
     if not finite:  # nothing to scale the axis by
         ax.yaxis.set_major_formatter(NullFormatter())
-        ax.text(0.5, 0.5, "no run reached any of these targets", ha="center", va="center", fontsize=11,
-                color="#555", transform=ax.transAxes)  # fmt: skip
+        ax.text(
+            0.5,
+            0.5,
+            "no run reached any of these targets",
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="#555",
+            transform=ax.transAxes,
+        )
     note = "\n\u25b3 on the top edge: no run reached the target (ERT = \u221e)" if any_inf else ""
     ax.set_xlabel("target IoU" + note)
     ax.set_ylabel("ERT (latent steps, units)")

@@ -37,8 +37,14 @@ from silhouette_lightning.run.machine import resolve_machine_defaults, use_compi
 # Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
 # items are made in the main process on purpose, and a short run logs every step on purpose. Filtered while a run
 # runs (`quiet_expected_warnings`), never process-wide on import.
-EXPECTED_WARNINGS = (".*in eval mode.*", ".*treespec.*", ".*does not have many workers.*",
-                     ".*smaller than the logging interval.*", ".*`training_step` returned `None`.*", ".*sync_dist=True.*")  # fmt: skip
+EXPECTED_WARNINGS = (
+    ".*in eval mode.*",
+    ".*treespec.*",
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
+    ".*`training_step` returned `None`.*",
+    ".*sync_dist=True.*",
+)
 
 
 @contextlib.contextmanager
@@ -65,8 +71,9 @@ def class_chooser(config: SwapConfig):
     explicit = None
     if items is not None:  # validate refused an empty list: None alone means "the subject's defaults"
         explicit = resolve_imagenet_classes(class_items(items))
-    defaults = {resolve_voc_class(subject): resolve_imagenet_classes(names)
-                for subject, names in config.default_classes.items()}  # fmt: skip
+    defaults = {
+        resolve_voc_class(subject): resolve_imagenet_classes(names) for subject, names in config.default_classes.items()
+    }
 
     def classes_for(subject: str) -> list[int]:
         if explicit:
@@ -92,8 +99,9 @@ def check_run_dir(config: SwapConfig) -> None:
         before = yaml.safe_load(saved.read_text()) or {}
         now = config.result_settings()
         same_before, same_now = comparable(before), comparable(now)
-        changed = sorted(k for k in now if k in before and same_before[k] != same_now[k]
-                         and k not in SwapConfig.RUNTIME_ONLY)  # fmt: skip
+        changed = sorted(
+            k for k in now if k in before and same_before[k] != same_now[k] and k not in SwapConfig.RUNTIME_ONLY
+        )
         if changed:
             diffs = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
             raise UsageError(
@@ -121,8 +129,11 @@ def nothing_swapped(skipped: list, results: Path) -> str:
     """The message of a run in which every source was skipped, with the first reason."""
     first = skipped[0]
     reason = f"{first.key}: {first.status.removeprefix('skipped: ')}"
-    which = f"all {len(skipped)} source files were skipped (first: {reason})" if len(skipped) > 1 else (
-        f"the only source file was skipped ({reason})")  # fmt: skip
+    which = (
+        f"all {len(skipped)} source files were skipped (first: {reason})"
+        if len(skipped) > 1
+        else (f"the only source file was skipped ({reason})")
+    )
     return f"nothing could be swapped: {which}; each reason is in {results}"
 
 
@@ -136,8 +147,18 @@ def run(config: SwapConfig, **kwargs) -> Path:
         return run_job(config, held, **kwargs)
 
 
-def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, ensemble=None, heldout_model=None,
-            callbacks=(), log=eprint, data=None, **trainer_kwargs) -> Path:  # fmt: skip
+def run_job(
+    config: SwapConfig,
+    held: contextlib.ExitStack,
+    *,
+    generator=None,
+    ensemble=None,
+    heldout_model=None,
+    callbacks=(),
+    log=eprint,
+    data=None,
+    **trainer_kwargs,
+) -> Path:
     """The job of `run`; `held` keeps the run folder's lock until the caller's end.
 
     `generator` / `ensemble`: already loaded networks (tests, notebooks); by default loaded as configured.
@@ -153,18 +174,25 @@ def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, e
             raise UsageError("no data folder: pass --data DIR (photos, or masks with --masks)")
         sources = discover_sources(Path(config.data), subject=config.subject)
         if config.masks and any(s.subject is None and s.path.suffix.lower() in IMAGE_SUFFIXES for s in sources):
-            raise UsageError("--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
-                             "by subject (DIR/dog/*.png)")  # fmt: skip
+            raise UsageError(
+                "--masks needs each mask's subject: pass --subject NAME, or put masks in folders named "
+                "by subject (DIR/dog/*.png)"
+            )
     classes_for = class_chooser(config)
     if first_process():  # before any weights load: a second run on the folder fails at once
         held.enter_context(run_folder_lock(config.run_dir))
     if config.pretrained or generator is None:  # every missing file named at once, before any is loaded
-        ensure_weights(needed_files(
-            generator=config.generator if generator is None else None,
-            segmenters=[n for n, _ in parse_ensemble_spec(config.segmenters)] if ensemble is None and config.pretrained
-            else [],
-            heldout=config.heldout if heldout_model is None and config.pretrained and config.heldout != "none" else None,
-        ))  # fmt: skip
+        ensure_weights(
+            needed_files(
+                generator=config.generator if generator is None else None,
+                segmenters=[n for n, _ in parse_ensemble_spec(config.segmenters)]
+                if ensemble is None and config.pretrained
+                else [],
+                heldout=config.heldout
+                if heldout_model is None and config.pretrained and config.heldout != "none"
+                else None,
+            )
+        )
     if generator is None:
         generator = load_generator(config.generator)
     check_class_range(classes_for.all_ids, generator.config.num_classes)
@@ -184,35 +212,80 @@ def run_job(config: SwapConfig, held: contextlib.ExitStack, *, generator=None, e
 
         batch_size = auto_batch_size(generator, ensemble, config, log=log)
     if config.prune_after is not None and batch_size < config.restarts:
-        raise UsageError(f"--prune-after compares a source and class's restarts within one batch: it needs "
-                         f"--batch-size >= --restarts ({config.restarts}), got {batch_size}")  # fmt: skip
+        raise UsageError(
+            f"--prune-after compares a source and class's restarts within one batch: it needs "
+            f"--batch-size >= --restarts ({config.restarts}), got {batch_size}"
+        )
     module = SilhouetteSwap(
-        generator, ensemble, batch_size=batch_size, steps=config.steps, lr=config.lr, betas=config.betas,
-        truncation=config.truncation, loss=config.loss, ensemble_mode=config.ensemble, frames=config.frames,
-        hparams=config.to_dict(), compile=config.compile, search=search_options(config),
-    )  # fmt: skip
+        generator,
+        ensemble,
+        batch_size=batch_size,
+        steps=config.steps,
+        lr=config.lr,
+        betas=config.betas,
+        truncation=config.truncation,
+        loss=config.loss,
+        ensemble_mode=config.ensemble,
+        frames=config.frames,
+        hparams=config.to_dict(),
+        compile=config.compile,
+        search=search_options(config),
+    )
     if data is None:
         datamodule = SwapData(
-            sources=sources, classes_for=classes_for, ensemble=ensemble, run_dir=run_dir, masks=config.masks,
-            seg_size=config.seg_size, ensemble_mode=config.ensemble, restarts=config.restarts, steps=config.steps,
-            seed=config.seed, max_pixels=config.max_pixels, data_dir=Path(config.data), fit=config.fit, log=log,
-        )  # fmt: skip
+            sources=sources,
+            classes_for=classes_for,
+            ensemble=ensemble,
+            run_dir=run_dir,
+            masks=config.masks,
+            seg_size=config.seg_size,
+            ensemble_mode=config.ensemble,
+            restarts=config.restarts,
+            steps=config.steps,
+            seed=config.seed,
+            max_pixels=config.max_pixels,
+            data_dir=Path(config.data),
+            fit=config.fit,
+            log=log,
+        )
     else:
         datamodule = data(generator=generator, ensemble=ensemble, run_dir=run_dir, classes_for=classes_for, log=log)
     data_dir = datamodule.data_dir
-    writer = ResultWriter(run_dir, None, generator_spec=generator_origin(generator), truncation=config.truncation,
-                          save_images=config.save_images, data_dir=data_dir, max_pixels=config.max_pixels,
-                          blend=config.blend, fit=config.fit, thresholds=config.thresholds,
-                          heldout=heldout_model, heldout_name=config.heldout)  # fmt: skip
+    writer = ResultWriter(
+        run_dir,
+        None,
+        generator_spec=generator_origin(generator),
+        truncation=config.truncation,
+        save_images=config.save_images,
+        data_dir=data_dir,
+        max_pixels=config.max_pixels,
+        blend=config.blend,
+        fit=config.fit,
+        thresholds=config.thresholds,
+        heldout=heldout_model,
+        heldout_name=config.heldout,
+    )
     trainer = Trainer(
-        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy,
-        precision=config.precision, max_epochs=1, use_distributed_sampler=False, log_every_n_steps=1,
-        enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=strategy,
+        precision=config.precision,
+        max_epochs=1,
+        use_distributed_sampler=False,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
         logger=ContinuedTensorBoardLogger(run_dir),
-        callbacks=[writer, ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels,
-                                       fit=config.fit),
-                   ReserveSteps(), *callbacks], **trainer_kwargs,
-    )  # fmt: skip
+        callbacks=[
+            writer,
+            ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels, fit=config.fit),
+            ReserveSteps(),
+            *callbacks,
+        ],
+        **trainer_kwargs,
+    )
     if config.num_nodes > 1:
         log(waiting_message(config, cluster))
     try:

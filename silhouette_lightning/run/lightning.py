@@ -45,10 +45,16 @@ def check_lightning_settings(config: SwapConfig):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # and repeats its own fallback warnings then
             connector = _AcceleratorConnector(
-                accelerator=config.accelerator, devices=devices, num_nodes=config.num_nodes,
-                strategy=config.strategy, precision=config.precision, sync_batchnorm=False, benchmark=None,
-                use_distributed_sampler=False, deterministic=None,
-            )  # fmt: skip
+                accelerator=config.accelerator,
+                devices=devices,
+                num_nodes=config.num_nodes,
+                strategy=config.strategy,
+                precision=config.precision,
+                sync_batchnorm=False,
+                benchmark=None,
+                use_distributed_sampler=False,
+                deterministic=None,
+            )
     except Exception as e:  # Lightning raises ValueError, TypeError, MisconfigurationException, ImportError
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"Lightning cannot run with {_flags(config)}: {reason}") from None

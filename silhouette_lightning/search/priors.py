@@ -56,7 +56,8 @@ AUGMENT_MODES = ("replicate", "zeros", "roll")
 
 
 def augment_params(seeds: Tensor, step: Tensor | int, max_shift_px: int, flip: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-row augmentation: `seeds [B] long, step [B] long (or an int) -> (dy [B] long, dx [B] long, flipped [B] bool)`.
+    """Per-row augmentation parameters:
+    `seeds [B] long, step [B] long (or an int) -> (dy [B] long, dx [B] long, flipped [B] bool)`.
 
     `dy, dx` are integers in `[-max_shift_px, max_shift_px]`, `flipped` is a fair coin when `flip` (else all
     False). Row b's values are a hash (BLAKE2b) of `(seeds[b], step[b])` alone: the same trajectory at the same

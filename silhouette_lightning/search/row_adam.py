@@ -78,10 +78,22 @@ class RowAdam(torch.optim.Optimizer):
                     index = None if whole else torch.tensor(rows, device=p.device)
                     params = p if whole else p[index]
                     moments = [state[k] if whole else state[k][index] for k in ("exp_avg", "exp_avg_sq")]
-                    adam([params], [p.grad if whole else p.grad[index]], moments[:1], moments[1:], [],
-                         [torch.tensor(float(taken), dtype=_get_scalar_dtype())], foreach=None, amsgrad=False,
-                         beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0, eps=group["eps"],
-                         maximize=False)  # fmt: skip
+                    adam(
+                        [params],
+                        [p.grad if whole else p.grad[index]],
+                        moments[:1],
+                        moments[1:],
+                        [],
+                        [torch.tensor(float(taken), dtype=_get_scalar_dtype())],
+                        foreach=None,
+                        amsgrad=False,
+                        beta1=beta1,
+                        beta2=beta2,
+                        lr=group["lr"],
+                        weight_decay=0.0,
+                        eps=group["eps"],
+                        maximize=False,
+                    )
                     if not whole:
                         p[index] = params
                         state["exp_avg"][index], state["exp_avg_sq"][index] = moments

@@ -79,16 +79,24 @@ class TrajectoryResult:
         joined = {}
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            joined[f.name] = (theirs if f.name == "frame_steps" else None if mine is None
-                              else torch.cat([mine, theirs]) if isinstance(mine, Tensor) else mine + theirs)  # fmt: skip
+            joined[f.name] = (
+                theirs
+                if f.name == "frame_steps"
+                else None
+                if mine is None
+                else torch.cat([mine, theirs])
+                if isinstance(mine, Tensor)
+                else mine + theirs
+            )
         return TrajectoryResult(**joined)
 
     def _map(self, tensor_fn, list_fn) -> TrajectoryResult:
         values = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            values[f.name] = (v if f.name == "frame_steps" or v is None
-                              else tensor_fn(v) if isinstance(v, Tensor) else list_fn(v))  # fmt: skip
+            values[f.name] = (
+                v if f.name == "frame_steps" or v is None else tensor_fn(v) if isinstance(v, Tensor) else list_fn(v)
+            )
         return TrajectoryResult(**values)
 
 
@@ -103,8 +111,18 @@ class RowTable:
     `class_dim`: the class vectors' size when they are optimized (`--class-lr`), else None.
     """
 
-    def __init__(self, *, chunk: int, batch: int, z_dim: int, steps: int, frame_steps: list[int],
-                 target_size: tuple[int, ...], class_dim: int | None, device) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        chunk: int,
+        batch: int,
+        z_dim: int,
+        steps: int,
+        frame_steps: list[int],
+        target_size: tuple[int, ...],
+        class_dim: int | None,
+        device,
+    ) -> None:
         self.steps, self.frame_steps, self.batch = steps, list(frame_steps), batch
         self.index = [-1] * chunk  # trajectory index of each row, -1 when empty (host: decides the refill)
         self.step = [0] * chunk  # the step of its own trajectory each row scores next
@@ -166,8 +184,16 @@ class RowTable:
     # ------------------------------------------------------------------ loading, tracking, ending
 
     @torch.no_grad()
-    def load(self, rows: list[int], indices: list[int], start: RowStart, seeds: Tensor, z: Tensor,
-             class_vector: Tensor | None, rank: int) -> None:  # fmt: skip
+    def load(
+        self,
+        rows: list[int],
+        indices: list[int],
+        start: RowStart,
+        seeds: Tensor,
+        z: Tensor,
+        class_vector: Tensor | None,
+        rank: int,
+    ) -> None:
         """Start trajectories `indices` in `rows` (their latents `z` and class vectors already written there) from
         the feeder's `start`; `seeds` the seeds their starting latents came from."""
         device = z.device
@@ -193,8 +219,9 @@ class RowTable:
             self.targets[torch.tensor(mine, device=device)] = start.targets.to(self.targets)
 
     @torch.no_grad()
-    def track(self, row_step: Tensor, loss: Tensor, iou: Tensor, finite: Tensor, z: Tensor,
-              class_vector: Tensor | None) -> None:  # fmt: skip
+    def track(
+        self, row_step: Tensor, loss: Tensor, iou: Tensor, finite: Tensor, z: Tensor, class_vector: Tensor | None
+    ) -> None:
         """Best-so-far per trajectory (highest IoU, ties to lower loss); stop non-finite trajectories.
         `row_step` [G]: the step of its own trajectory each row is at; `z` [G, Z] the latents just scored."""
         rows = torch.arange(len(row_step), device=row_step.device)
@@ -232,8 +259,11 @@ class RowTable:
             at = torch.tensor(at_k, device=group.device)
             group[at] = self.group_ids[at]
             iou, loss, restart = self.best_iou, self.best_loss, self.restarts
-            ended = [(g, *e) for g in dict.fromkeys(self.group[r] for r in at_k)
-                     for e in self.ended_before_pruning.pop(g, [])]  # fmt: skip
+            ended = [
+                (g, *e)
+                for g in dict.fromkeys(self.group[r] for r in at_k)
+                for e in self.ended_before_pruning.pop(g, [])
+            ]
             if ended:  # restarts that ended earlier are ranked too (they cannot be pruned: they already ended)
                 extra = torch.tensor([e[1:3] for e in ended], dtype=iou.dtype, device=iou.device)  # [E, 2]
                 iou, loss = torch.cat([iou, extra[:, 0]]), torch.cat([loss, extra[:, 1]])

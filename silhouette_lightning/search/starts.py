@@ -61,12 +61,21 @@ class BestOfN:
         self._chosen: dict[int, Tensor] = {}  # each recently loaded group's chosen candidates [R]
 
     @torch.no_grad()
-    def seeds(self, start: RowStart, score: Callable, *, like: Tensor, world: int = 1, rank: int = 0,
-              reduce_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:  # fmt: skip
+    def seeds(
+        self,
+        start: RowStart,
+        score: Callable,
+        *,
+        like: Tensor,
+        world: int = 1,
+        rank: int = 0,
+        reduce_sum: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """Give restart r of each loaded group the r-th of its best R candidates (in candidate order); returns
         each loaded row's seed.
 
-        `start`: the feeder's load, with its `candidates`; `score(z, class_ids, channels, targets)` -> (loss, IoU); `like` a tensor with the latents' dtype and device. With many devices, the groups to score are dealt
+        `start`: the feeder's load, with its `candidates`; `score(z, class_ids, channels, targets)` -> (loss, IoU);
+        `like` a tensor with the latents' dtype and device. With many devices, the groups to score are dealt
         to the ranks in turn and the scores summed over ranks (`reduce_sum`; zeros elsewhere), so every rank
         selects from the same numbers.
         """
@@ -83,9 +92,12 @@ class BestOfN:
             for first in range(0, n, SCORE_BATCH):
                 piece = z[first : first + SCORE_BATCH]
                 m = len(piece)
-                piece_loss, piece_iou = score(piece, candidates.class_id[g].expand(m).to(device),
-                                              candidates.channel[g].expand(m).to(device),
-                                              candidates.targets[g].expand(m, -1, -1).to(device))  # fmt: skip
+                piece_loss, piece_iou = score(
+                    piece,
+                    candidates.class_id[g].expand(m).to(device),
+                    candidates.channel[g].expand(m).to(device),
+                    candidates.targets[g].expand(m, -1, -1).to(device),
+                )
                 loss[g, first : first + m], iou[g, first : first + m] = piece_loss, piece_iou.float()
         if world > 1 and todo:
             iou, loss = reduce_sum(iou), reduce_sum(loss)
