@@ -1,5 +1,6 @@
 """Best IoU reached versus latent steps spent: the paper's search (best of 8 restarts) against each search option
-(search.py) alone and combined, on known-answer silhouettes of tiny models (CPU; no pretrained weights needed).
+(search/starts.py, search/stopping.py) alone and combined, on known-answer silhouettes of tiny models (CPU; no
+pretrained weights needed).
 
 Targets: the subject silhouettes of `G(z*, class 1)` for known latents `z*` (so an answer with IoU 1 exists), as
 mask files, searched like any mask source. Latent steps spent by a (source, class): the optimizer steps its restarts

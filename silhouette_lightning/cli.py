@@ -26,7 +26,8 @@ def _parse(argv: list[str] | None) -> tuple[SwapConfig, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the tool; exit code 0 done, 2 bad input or settings (with a one-line reason, no traceback).
+    """Run the tool; exit code 0 when every (source, class) pair is done, 2 bad input or settings (with a one-line
+    reason, no traceback), 130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM (finished results are kept).
 
     `train.py benchmark ...` (first word) runs the benchmark subcommand (benchmark.py) instead.
     """
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, print_config = _parse(argv)
         if print_config:
+            from silhouette_lightning.config.checks import check_before_work
+
+            check_before_work(config)  # what it prints can run: classes, their range, the data folder
             print(config_yaml(config), end="")
             return 0
         from silhouette_lightning.run.job import run

@@ -84,15 +84,16 @@ def test_missing_data_folder(cli_args, tmp_path, capsys):
 
 
 def test_results_do_not_depend_on_batch_size_or_other_sources(cli_args, mask_folder, tmp_path):
-    assert main(cli_args("--save-images", "none", name="b4")) == 0
-    args = cli_args("--save-images", "none", name="b3")
+    """Under --deterministic (one intra-op thread): at the default thread count the tables agree only closely."""
+    assert main(cli_args("--save-images", "none", "--deterministic", name="b4")) == 0
+    args = cli_args("--save-images", "none", "--deterministic", name="b3")
     args[args.index("--batch-size") + 1] = "3"
     assert main(args) == 0
     # one source alone, in a folder of its own
     alone = tmp_path / "alone"
     (alone / "dog").mkdir(parents=True)
     (alone / "dog" / "b.png").write_bytes((mask_folder / "dog" / "b.png").read_bytes())
-    assert main(cli_args("--save-images", "none", name="alone", data=alone)) == 0
+    assert main(cli_args("--save-images", "none", "--deterministic", name="alone", data=alone)) == 0
     b4 = read_csv(tmp_path / "out" / "b4" / "results.csv")
     b3 = read_csv(tmp_path / "out" / "b3" / "results.csv")
     only = read_csv(tmp_path / "out" / "alone" / "results.csv")
@@ -117,8 +118,9 @@ def test_resume_after_interrupt_gives_the_same_table(cli_args, tmp_path, monkeyp
             raise KeyboardInterrupt
 
     monkeypatch.setattr(writer.ResultWriter, "on_train_batch_end", interrupt_after_first_chunk)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         main(cli_args("--save-images", "none", name="resumed"))
+    assert stopped.value.code == 130, "Ctrl-C: 128 + SIGINT, not a finished run's 0"
     assert "run the same command again to resume" in capsys.readouterr().err
     partial = read_csv(tmp_path / "out" / "resumed" / "results.csv")
     assert 0 < len(partial) < len(whole)

@@ -151,7 +151,7 @@ def test_key_values_keep_commas_inside_values():
         (["steps=7"], "changes steps"),
         (["loss=nope"], "--loss must be one of"),
         (["colour=red"], "unknown setting"),
-        (["loss=mse", "loss=mse"], "share the folder"),
+        (["loss=mse", "loss=mse"], "is given twice"),
         (["nothing-here"], "not a file"),
         (["name=x"], "sets name"),
     ],

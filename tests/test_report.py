@@ -82,7 +82,7 @@ def test_report_is_self_contained_and_links_only_what_exists(tmp_path):
     page = check_report(tmp_path)
     assert len(page.sources) == 3  # the three plots (no contact sheet in this run)
     swap_links = [h for h in page.links if h.startswith("swaps/")]
-    assert swap_links == ["swaps/dog__a.png/1/"]
+    assert swap_links == ["swaps/dog__a.png/1/"]  # the folder the results row names (made up here)
     text = (tmp_path / "report.html").read_text()
     assert "golden retriever" in text and "convergence.csv" in text
     assert "mean held-out IoU" in text and "heldout_iou" in text

@@ -385,3 +385,12 @@ def test_output_names_never_collide() -> None:
     keys += HOSTILE_KEYS
     names = [output_name(k) for k in keys]
     assert len(set(names)) == len(set(keys))
+
+
+def test_source_folders_do_not_end_like_pictures_and_stay_distinct():
+    from silhouette_lightning.inputs.sources import source_folder
+
+    assert source_folder("dog/rex.jpg") == "dog__rex_jpg"
+    assert source_folder("dog/dog_sitting.png") == "dog__dog_sitting_png"
+    keys = ["a.png", "a.jpg", "a_png.png", "a.PNG", "a b.png", "x/a.png", "x__a.png"]
+    assert len({source_folder(k) for k in keys}) == len(keys)

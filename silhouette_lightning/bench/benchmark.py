@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from silhouette_lightning.bench.variants import Variant, bundled_groups, parse_variants, variant_config
+from silhouette_lightning.bench.variants import (
+    RANDOM_SEARCH,
+    Variant,
+    bundled_groups,
+    parse_variants,
+    random_search_config,
+    variant_config,
+)
 from silhouette_lightning.config.flags import build_parser as run_parser
 from silhouette_lightning.config.flags import prog_name
 from silhouette_lightning.config.settings import SwapConfig, build_config, default_run_name, load_yaml
@@ -27,6 +34,7 @@ from silhouette_lightning.core.errors import UsageError, WeightsError
 from silhouette_lightning.core.files import atomic_write_text
 
 MODES = ("swap", "recovery")
+JUDGES = ("auto", "optimized", "heldout")
 EXAMPLES = """examples:
   python train.py benchmark --data data/samples --masks --compare appendix_c
   python train.py benchmark --data data/samples --masks --compare configs/appendix_a/*.yaml --restarts 4
@@ -43,6 +51,7 @@ class BenchmarkSettings:
     shifts: list[int] = field(default_factory=lambda: [0, 10])  # recovery: pixels right, at the generator's size
     rotations: list[float] = field(default_factory=lambda: [0.0, 10.0])  # recovery: degrees counter-clockwise
     latents: int = 1  # recovery: known latents z_s per class
+    judge: str = "auto"  # the IoU the statistics are computed on: optimized, heldout, or auto (held-out if loaded)
     print_config: bool = False  # print each variant's settings and exit (--print-config)
 
     RESULT_KEYS = ("mode", "shifts", "rotations", "latents")
@@ -58,6 +67,8 @@ class BenchmarkSettings:
             isinstance(t, (int, float)) and math.isfinite(t) and abs(t) <= 360 for t in self.rotations
         ):
             problems.append(f"--rotations must be degrees in [-360, 360] (0,15,30), got {self.rotations!r}")
+        if self.judge not in JUDGES:
+            problems.append(f"--judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
         if not isinstance(self.latents, int) or isinstance(self.latents, bool) or self.latents < 1:
             problems.append(f"--latents must be a whole number >= 1, got {self.latents!r}")
         for name, values in (("shifts", self.shifts), ("rotations", self.rotations)):
@@ -95,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="VARIANT",
         help="variants: YAML files, folders of them or a bundled folder "
-        f"({', '.join(bundled_groups())}), or key=value[,key=value...]; none: the base settings alone",
+        f"({', '.join(bundled_groups())}), key=value[,key=value...], or random (the random-search baseline: "
+        "forward passes only, at the cost of the first other variant); none: the base settings alone",
     )
     g.add_argument(
         "--mode", choices=MODES, help=f"swap the --data sources, or the recovery experiment (default {d.mode})"
@@ -119,13 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"recovery: counter-clockwise rotations in degrees (default {','.join(f'{r:g}' for r in d.rotations)})",
     )
     g.add_argument("--latents", type=int, help=f"recovery: known latents per class (default {d.latents})")
+    g.add_argument(
+        "--judge",
+        choices=JUDGES,
+        help="the IoU the runtime statistics are computed on: optimized (the ensemble's), heldout (the held-out "
+        "model's, per pair at the end only), or auto: heldout when every variant loads a held-out model "
+        f"(default {d.judge})",
+    )
     return p
 
 
 def parse_args(argv: list[str] | None) -> tuple[BenchmarkSettings, list[Variant], list[dict[str, Any]]]:
     """(benchmark settings, variants, base layers: recovery defaults < --config file < flags), all checked."""
     args = vars(build_parser().parse_args(argv))
-    own = {k: args.pop(k) for k in ("compare", "mode", "shifts", "rotations", "latents", "print_config")}
+    own = {k: args.pop(k) for k in ("compare", "mode", "shifts", "rotations", "latents", "judge", "print_config")}
     settings = BenchmarkSettings(**{k: v for k, v in own.items() if k != "compare" and v is not None})
     settings.validate()
     if settings.mode == "swap":
@@ -232,6 +251,60 @@ def recovery_data(config: SwapConfig, settings: BenchmarkSettings):
     return make
 
 
+def with_random_search(variants: list[Variant], configs: list[SwapConfig]) -> list[SwapConfig]:
+    """`--compare random` variants sized to the cost of the first other variant (variants.random_search_config)."""
+    from silhouette_lightning.outputs.runtime import FORWARD_COST
+
+    others = [c for v, c in zip(variants, configs, strict=True) if v.source != RANDOM_SEARCH]
+    if not others and any(v.source == RANDOM_SEARCH for v in variants):
+        raise UsageError(
+            "--compare random is a baseline for another variant: give one more (e.g. --compare base random)"
+        )
+    return [
+        random_search_config(c, others[0], FORWARD_COST) if v.source == RANDOM_SEARCH else c
+        for v, c in zip(variants, configs, strict=True)
+    ]
+
+
+def overridden_flags(variants: list[Variant], flags: dict[str, Any]) -> list[str]:
+    """One line per variant setting that replaces a flag the user typed (it would change the comparison silently)."""
+    typed = {k: v for k, v in flags.items() if v is not None}
+    return [
+        f"benchmark: variant {v.label} ({v.source}) sets {k}: {v.layer[k]!r}, replacing --{k.replace('_', '-')} "
+        f"{typed[k]!r} given on the command line"
+        for v in variants
+        for k in v.layer
+        if k in typed and v.layer[k] != typed[k]
+    ]
+
+
+def warm_up(generator, ensemble, config: SwapConfig, log) -> bool:
+    """One full latent step (forward and backward) of a small batch on the CPU before the first variant runs, so
+    that the first calls' one-off costs are not in its seconds (they were 10x the others' on 2 cores); said apart.
+    On a GPU nothing is done here (the model moves to the device inside the run; compiling stays in the first
+    compiled variant's time)."""
+    import time
+
+    import torch
+
+    from silhouette_lightning.engine.batching import step_fits
+    from silhouette_lightning.run.machine import uses_gpu
+
+    if uses_gpu(config.accelerator):
+        return True
+    start = time.perf_counter()
+    step_fits(generator, ensemble, 2, torch.device("cpu"), truncation=config.truncation)
+    log(f"benchmark: warm-up {time.perf_counter() - start:.1f} s (one-off costs, charged to no variant)")
+    return True
+
+
+def judge_of(judge: str, configs: list[SwapConfig]) -> str:
+    """`--judge auto`: the held-out IoU when every variant scores with a held-out model, else the optimized one."""
+    if judge != "auto":
+        return judge
+    return "heldout" if all(c.heldout != "none" for c in configs) else "optimized"
+
+
 def run_benchmark(
     settings: BenchmarkSettings,
     variants: list[Variant],
@@ -259,6 +332,9 @@ def run_benchmark(
     log = log or eprint
     root = benchmark_dir(settings, base)
     configs = [variant_config(v, base, out=root) for v in variants]
+    configs = with_random_search(variants, configs)
+    for line in overridden_flags(variants, base[-1]):
+        log(line)
     if settings.mode == "recovery":
         for variant, config in zip(variants, configs, strict=True):
             if config.starts > config.restarts:
@@ -281,6 +357,7 @@ def run_benchmark(
     finished = [variant_finished(c) for c in configs]
     if rank_zero_only.rank == 0:
         check_benchmark_dir(root, settings)
+    warmed = False
     generators: dict[str, Any] = {}
     ensembles: dict[tuple, Any] = {}
     heldouts: dict[tuple, Any] = {}
@@ -300,12 +377,16 @@ def run_benchmark(
         if heldout_model is None and key not in heldouts:
             heldouts[key] = load_heldout(config.heldout, size=config.seg_size, pretrained=config.pretrained)
         held = heldout_model if heldout_model is not None else heldouts[key]
+        if not warmed:  # one-off costs (first calls, allocations) charged to no variant
+            warmed = warm_up(gen, ens, config, log)
         data = recovery_data(config, settings) if settings.mode == "recovery" else None
         run(config, generator=gen, ensemble=ens, heldout_model=held, log=log, data=data, **trainer_kwargs)
     if rank_zero_only.rank == 0:
         from silhouette_lightning.bench.compare import write_comparison
 
-        write_comparison(root, [(v, c.run_dir) for v, c in zip(variants, configs, strict=True)], mode=settings.mode)
+        judge = judge_of(settings.judge, configs)
+        pairs = [(v, c.run_dir) for v, c in zip(variants, configs, strict=True)]
+        write_comparison(root, pairs, mode=settings.mode, judge=judge)
         log(f"comparison: {root / 'compare.md'}  (page: {root / 'compare.html'})")
     return root
 

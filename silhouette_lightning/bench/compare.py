@@ -28,6 +28,22 @@ def _settings(run_dir: Path) -> dict:
     return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
 
 
+# Settings that say where a variant is written or how it is shown, not what it computes
+_NOT_COMPARED = {"out", "name", "save_images", "image_every", "blend", "verbose", "data", "default_classes"}
+
+
+def differing_settings(variants: list[tuple]) -> tuple[list[str], list[dict]]:
+    """The effective settings (each variant's config.yaml) whose values are not the same for every variant:
+    (the keys, one row per variant). A comparison's variants must differ in what their labels say, and only in
+    that: this shows it (e.g. a bundled file's `starts: 0` against the default best-of-32)."""
+    settings = [
+        (variant.label, _settings(run_dir)) for variant, run_dir in variants if Path(run_dir, "config.yaml").exists()
+    ]
+    keys = sorted({k for _, s in settings for k in s} - _NOT_COMPARED)
+    differ = [k for k in keys if len({repr(s.get(k)) for _, s in settings}) > 1]
+    return differ, [{"variant": label, **{k: s.get(k) for k in differ}} for label, s in settings]
+
+
 def _read_convergence(run_dir: Path) -> dict:
     """A variant's `convergence.json` (written at the end of its run; made now from its records if missing)."""
     path = Path(run_dir) / "convergence.json"
@@ -464,6 +480,23 @@ def runtime_html(runtime_: dict, figures: dict[str, bytes], *, resamples: int) -
     return "".join(parts)
 
 
+def _differences_html(variants: list[tuple]) -> str:
+    keys, rows = differing_settings(variants)
+    if not keys:
+        return "<p>The variants' settings are the same except for their labels.</p>" if len(variants) > 1 else ""
+    return "<h2>Settings that differ between the variants</h2>" + _html_table(rows, ["variant", *keys])
+
+
+def differences_markdown(variants: list[tuple]) -> str:
+    """compare.md's table of the settings that differ between the variants (empty when none do)."""
+    keys, rows = differing_settings(variants)
+    if not keys:
+        return ""
+    head = "| variant | " + " | ".join(keys) + " |\n| --- |" + " --- |" * len(keys) + "\n"
+    body = "".join("| " + " | ".join(str(r[k]) for k in ["variant", *keys]) + " |\n" for r in rows)
+    return "\n## Settings that differ between the variants\n\n" + head + body
+
+
 def compare_page(
     root: Path,
     variants: list[tuple],
@@ -492,6 +525,7 @@ def compare_page(
         "<code>convergence.json</code>; success and steps are per trajectory (best-so-far IoU), "
         "<code>pair_</code> columns per (source, class) with its best restart.</p>",
         "<h2>Variants</h2><ul>" + "".join(links) + "</ul>",
+        _differences_html(variants),
         "<h2>Best-so-far IoU over steps</h2>"
         + (_img(curves_png, "best-so-far IoU over steps per variant") if curves_png else "<p>no results yet</p>"),
         "<h2>Per variant and class</h2>" + _html_table(rows, columns),
@@ -553,8 +587,10 @@ def write_comparison(
         written["ecdf_png"] = plot_ecdf(runtime_["ecdf"], root / ECDF_FILE, targets=runtime_["targets"])
         written["ert_png"] = plot_ert(runtime_["ert"], root / ERT_FILE)
         figures = {"ecdf": written["ecdf_png"].read_bytes(), "ert": written["ert_png"].read_bytes()}
-    markdown = markdown_table(rows, thresholds) + (
-        runtime_markdown(runtime_, resamples=resamples) if runtime_["stats"] else ""
+    markdown = (
+        markdown_table(rows, thresholds)
+        + differences_markdown(variants)
+        + (runtime_markdown(runtime_, resamples=resamples) if runtime_["stats"] else "")
     )
     written["md"] = atomic_write_text(root / "compare.md", markdown)
     curves = b""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,8 @@ def parse_variants(items: list[str] | None) -> list[Variant]:
         elif path.is_file() or (CONFIG_DIR / f"{item}.yaml").is_file() or item.endswith((".yaml", ".yml")):
             file = path if path.is_file() else CONFIG_DIR / f"{item}.yaml"
             variants.append(Variant(Path(item).stem, load_yaml(item), str(file)))
+        elif item == RANDOM_SEARCH:  # its starts are sized to the first other variant's cost (random_search_config)
+            variants.append(Variant(RANDOM_SEARCH, {}, RANDOM_SEARCH))
         elif "=" in item:
             layer = parse_key_values(item)
             variants.append(Variant(",".join(f"{k}={v}" for k, v in _labels(item)), layer, "flags"))
@@ -99,12 +102,36 @@ def parse_variants(items: list[str] | None) -> list[Variant]:
     seen: dict[str, Variant] = {}
     for v in variants:
         if v.folder in seen:
+            same = v.source == seen[v.folder].source == "flags" or v.layer == seen[v.folder].layer
             raise UsageError(
-                f"--compare: two variants would share the folder {v.folder!r} ({seen[v.folder].source} and "
+                f"--compare: {item_text(v)} is given twice; give each variant once"
+                if same
+                else f"--compare: two variants would share the folder {v.folder!r} ({seen[v.folder].source} and "
                 f"{v.source}); rename one of the files"
             )
         seen[v.folder] = v
     return variants
+
+
+RANDOM_SEARCH = "random"  # `--compare random`: the random-search baseline at equal cost
+
+
+def random_search_config(config: SwapConfig, reference: SwapConfig, forward_cost: float) -> SwapConfig:
+    """The random-search baseline of `reference`: N random starts per (source, class) scored with forward passes
+    only, the best `restarts` of them kept and scored once more (0 Adam steps), with N chosen so that a pair costs
+    what it costs under `reference` (latent-step units, outputs/runtime.py): `N x forward_cost + R` =
+    `R x (steps + 1) + reference's own best-of-N cost`. Early stop and pruning are off: nothing is optimized."""
+    r = reference.restarts
+    budget = r * (reference.steps + 1) + (reference.starts * forward_cost if reference.starts > r else 0.0)
+    starts = max(round((budget - r) / forward_cost), r + 1)
+    return dataclasses.replace(
+        config, steps=0, starts=starts, stop_iou=None, patience=None, prune_after=None, class_lr=0.0, frames=1
+    )
+
+
+def item_text(v) -> str:
+    """How the user wrote variant `v` on the command line."""
+    return v.label if v.source == "flags" else v.source
 
 
 def _labels(text: str) -> list[tuple[str, str]]:

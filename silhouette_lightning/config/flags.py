@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from silhouette_lightning import __version__
 from silhouette_lightning.config.settings import SAVE_IMAGES, SwapConfig, bundled_configs
 from silhouette_lightning.core.names import COMPILE_MODES, ENSEMBLE_MODES, FITS, LOSSES
 
@@ -148,4 +149,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         f"none; auto: ensemble on a GPU, none on a CPU (default {d.compile})",
     )
     g.add_argument("--no-compile", dest="compile", action="store_const", const="none", help="same as --compile none")
+    g.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="repeat runs bit for bit for any "
+        "--batch-size and number of processes: one intra-op thread per process on CPUs (slower on many "
+        "cores), deterministic algorithms and a fixed batch size on GPUs (recorded in config.yaml)",
+    )
+    g.add_argument("--verbose", action="store_true", default=None, help="also show Lightning's own messages")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p

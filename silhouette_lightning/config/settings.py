@@ -107,10 +107,14 @@ class SwapConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    # auto: bf16-mixed on a GPU that has it, else 32-true (fast_path.py); an int (YAML 32, 16) is checked in validate
+    # auto: bf16-mixed on a GPU that has it, else 32-true (run/machine.py); an int (YAML 32, 16) is checked in validate
     precision: str | int = "auto"
     compile: bool | str = "auto"  # torch.compile for the training steps: none|ensemble|all; auto: ensemble on a GPU
     pretrained: bool = True  # False: random segmenter weights (tests, benchmarks); never for real results
+    # one intra-op thread per process (CPU reductions round with the thread count), deterministic algorithms and a
+    # fixed chunk shape on GPUs: runs repeat bit for bit for any --batch-size and process count (README)
+    deterministic: bool = False
+    verbose: bool = False  # show Lightning's own messages as well as the tool's
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
 
     # Settings that may change between a run and its resumption without changing any result.
@@ -127,6 +131,8 @@ class SwapConfig:
             "image_every",
             "blend",
             "thresholds",  # convergence.csv is recomputed from all records at the end of every run
+            "deterministic",  # the same results up to float rounding
+            "verbose",
         }
     )
 

@@ -83,10 +83,14 @@ def _shown(value: Any, annotation: Any) -> str:
     text = f"{value!r} ({kind.get(type(value), type(value).__name__)})"
     if isinstance(value, str) and any(matches(n, annotation) for n in (1, 0.5)):
         try:
-            float(value)
-            text += "; write numbers without quotes"
+            number = float(value)
         except ValueError:
-            pass
+            return text
+        if "e" in value.lower():  # YAML 1.1 reads 1e2 and 1e-3 as text (1.0e+2 as a number)
+            whole = f"{number:.0f}" if number.is_integer() else f"{number:g}"
+            text += f"; YAML reads {value} as text: write {whole}"
+        else:
+            text += "; write numbers without quotes"
     return text
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: every output is written to a temporary name in the same folder, then renamed."""
+"""Atomic file writes: every output is written to a temporary name in the same folder, then renamed; it gets the
+permissions of any other new file (0666 less the user's umask), not the temporary file's private 0600."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~current_umask())
             _write_synced(fd, data, path)
             os.replace(tmp, path)
         except BaseException:
@@ -31,6 +33,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as e:
         raise OutputError(e.errno, e.strerror or str(e), str(path)) from e
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and back: there is no other way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_synced(fd: int, data: bytes, path: Path) -> None:

@@ -260,8 +260,12 @@ class SwapData(LightningDataModule):
         """On a re-run: how many (source, class) pairs earlier runs finished and how many remain."""
         pairs = {t.group for t in self.plan.trajectories}
         left = {self.plan.trajectories[i].group for i in self.pending}
-        if len(left) == len(pairs) and len(self.pending) == len(self.plan.trajectories):
-            return  # a fresh run
+        if len(left) == len(pairs) and len(self.pending) == len(self.plan.trajectories):  # a fresh run
+            self.log(
+                f"to do: {len(pairs)} (source, class) pairs x {self.restarts} restarts = {len(self.pending)} "
+                f"trajectories of up to {self.steps} steps"
+            )
+            return
         if not left:
             self.log(f"all {len(pairs)} (source, class) pairs already done; the tables are written again")
         else:

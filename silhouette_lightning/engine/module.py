@@ -298,7 +298,7 @@ class SilhouetteSwap(LightningModule):
         self.iou_metric(iou[at])
         self.log("train/iou", self.iou_metric, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/loss", loss[at].mean(), prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/iou_best", self.rows.group_best_mean(occupied), on_step=True, on_epoch=False)
+        self.log("train/iou_best", self.rows.group_best_mean(occupied), prog_bar=True, on_step=True, on_epoch=False)
         for channel in sorted({self.rows.channel[r] for r in live}):  # train/iou/<subject>
             rows = torch.tensor([r for r in live if self.rows.channel[r] == channel], device=iou.device)
             self.log(f"train/iou/{VOC_CLASSES[channel]}", iou[rows].mean(), on_step=True, on_epoch=False)

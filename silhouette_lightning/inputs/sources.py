@@ -399,6 +399,15 @@ def _is_clean_key(key: str) -> bool:
     )
 
 
+def source_folder(key: str) -> str:
+    """The `swaps/` folder name of a source: `output_name` with its file suffix's dot as "_" (`dog/rex.jpg` ->
+    `dog__rex_jpg`), so that a folder does not look like a picture. Still different for different keys: every key
+    ends in an image suffix, and "_" + suffix cannot be the tail of another key's name with another suffix."""
+    name = output_name(key)
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}_{suffix}" if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES else name
+
+
 def output_name(key: str) -> str:
     """A folder name for a source key: readable, safe as one path component, and different for different keys.
 

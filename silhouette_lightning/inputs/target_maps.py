@@ -115,7 +115,13 @@ def prepare_targets(
                 photo = load_rgb(source.path, max_pixels=max_pixels, data_dir=data_dir)
                 target, subject = segment_photo(ensemble, photo, mode=mode, subject=source.subject, fit=fit)
             if not (target > 0.5).any():
-                raise SourceError(f"no {subject} found: the target map is empty")
+                given = masks or source.subject is not None
+                raise SourceError(
+                    f"no {subject} found: the target map is empty"
+                    if given
+                    else f"the segmenters detected {subject} as the subject, but its map is empty after "
+                    "thresholding; pass --subject NAME"
+                )
         except SourceError as e:
             log(f"skipped {shown(source.path)}: {e}")
             prepared.append(PreparedSource(source.key, source.subject, f"skipped: {e}"))

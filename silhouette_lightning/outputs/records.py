@@ -16,7 +16,7 @@ from torch import Tensor
 from silhouette_lightning.core.classes import imagenet_name
 from silhouette_lightning.core.errors import UsageError
 from silhouette_lightning.core.files import atomic_torch_save, atomic_write_text
-from silhouette_lightning.inputs.sources import output_name
+from silhouette_lightning.inputs.sources import output_name, source_folder
 from silhouette_lightning.models.images import images as generator_images
 from silhouette_lightning.search.rows import TrajectoryResult
 
@@ -60,7 +60,7 @@ def records_dir(run_dir: Path) -> Path:
 def group_dir(run_dir: Path, source_key: str, class_id: int) -> Path:
     """`swaps/<source>/<class id>_<class name>/`: the outputs of one (source, class)."""
     class_name = imagenet_name(class_id).replace(" ", "_").replace("'", "")
-    return Path(run_dir) / "swaps" / output_name(source_key) / output_name(f"{class_id}_{class_name}")
+    return Path(run_dir) / "swaps" / source_folder(source_key) / output_name(f"{class_id}_{class_name}")
 
 
 def trajectory_records(finished: TrajectoryResult, trajectories: Sequence) -> list[dict]:

@@ -48,6 +48,7 @@ STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; background: #fff; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.warning { background: #fff3cd; border: 1px solid #e0c36c; padding: 0.5em 0.8em; border-radius: 4px; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td.text, th.text { text-align: left; }
@@ -217,6 +218,11 @@ def build_report(run_dir: Path, stats: list[dict] | None = None, runtime_rows: l
     classes = _read_csv(run_dir / "classes.csv")
     ok = [r for r in results if r.get("status") == "ok"]
     parts = [f"<h1>Silhouette swap: {html.escape(run_dir.name)}</h1>"]
+    if config.get("pretrained") is False:
+        parts.append(
+            '<p class="warning"><strong>Random segmenter weights</strong> (<code>pretrained: false</code>): these '
+            "numbers test the tool, they are not results of the method.</p>"
+        )
 
     settings = {k: config[k] for k in SETTINGS if k in config}
     if settings:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -10,9 +12,11 @@ from pathlib import Path
 import torch
 import yaml
 from lightning.pytorch import Trainer
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from silhouette_lightning.config.checks import check_class_range, class_chooser
 from silhouette_lightning.config.settings import SwapConfig, comparable, search_options
-from silhouette_lightning.core.classes import class_items, resolve_imagenet_classes, resolve_voc_class
 from silhouette_lightning.core.errors import UsageError
 from silhouette_lightning.core.files import atomic_write_text
 from silhouette_lightning.core.run_lock import first_process, run_folder_lock
@@ -20,6 +24,7 @@ from silhouette_lightning.engine.data import SwapData
 from silhouette_lightning.engine.distributed import build_strategy
 from silhouette_lightning.engine.module import SilhouetteSwap
 from silhouette_lightning.engine.panels import ImagePanels
+from silhouette_lightning.engine.progress import TrajectoryProgress
 from silhouette_lightning.engine.tensorboard import ContinuedTensorBoardLogger, ReserveSteps
 from silhouette_lightning.engine.writer import ResultWriter
 from silhouette_lightning.inputs.sources import IMAGE_SUFFIXES, discover_sources
@@ -29,10 +34,16 @@ from silhouette_lightning.models.segmenters import load_ensemble, parse_ensemble
 from silhouette_lightning.models.weights import ensure_weights, needed_files
 from silhouette_lightning.run.lightning import (
     check_lightning_settings,
+    die_with_parent,
     nodes_did_not_join,
     waiting_message,
 )
 from silhouette_lightning.run.machine import resolve_machine_defaults, use_compile_cache
+
+# Exit codes of a run stopped before every pair is done (the shells' convention: 128 + the signal's number), so
+# that SLURM, `timeout` and `&&` chains tell a stopped run from a finished one (0).
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+DETERMINISTIC_BATCH = 16  # --batch-size auto under --deterministic (the CPU's auto)
 
 # Expected here and not actionable by a user: frozen networks stay in eval mode on purpose, the (chunk, step)
 # items are made in the main process on purpose, and a short run logs every step on purpose. Filtered while a run
@@ -56,39 +67,42 @@ def quiet_expected_warnings():
         yield
 
 
+@contextlib.contextmanager
+def quiet_lightning(verbose: bool = False):
+    """Within the block, Lightning's own messages ("GPU available: ...", "Tip: ...", "`Trainer.fit` stopped: ...")
+    are not shown unless `verbose`; its warnings and errors are. The loggers' levels are restored after."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def deterministic_mode(on: bool):
+    """`--deterministic`: one intra-op thread (CPU reductions round with the thread count) and deterministic
+    algorithms (on GPUs) within the block; restored after."""
+    if not on:
+        yield
+        return
+    threads, algorithms = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(algorithms)
+
+
 def eprint(*args) -> None:
     """Messages for the user go to stderr."""
     print(*args, file=sys.stderr, flush=True)
-
-
-def class_chooser(config: SwapConfig):
-    """`subject -> class ids`: the --classes list for every subject, else the subject's defaults.
-
-    Every name is resolved now, before any work (even before the weights load), so that a typo fails at once
-    with suggestions. `classes_for.all_ids` lists every id the run may ask the generator for.
-    """
-    items = config.classes
-    explicit = None
-    if items is not None:  # validate refused an empty list: None alone means "the subject's defaults"
-        explicit = resolve_imagenet_classes(class_items(items))
-    defaults = {
-        resolve_voc_class(subject): resolve_imagenet_classes(names) for subject, names in config.default_classes.items()
-    }
-
-    def classes_for(subject: str) -> list[int]:
-        if explicit:
-            return explicit
-        return defaults.get(resolve_voc_class(subject)) or []
-
-    classes_for.all_ids = sorted(set(explicit or [i for ids in defaults.values() for i in ids]))
-    return classes_for
-
-
-def check_class_range(class_ids: list[int], num_classes: int) -> None:
-    """Class ids must exist in the loaded generator (a custom `--generator DIR` may have fewer than 1000)."""
-    too_big = [i for i in class_ids if i >= num_classes]
-    if too_big:
-        raise UsageError(f"class ids {too_big} are beyond this generator's {num_classes} classes; pass --classes")
 
 
 def check_run_dir(config: SwapConfig) -> None:
@@ -144,6 +158,8 @@ def run(config: SwapConfig, **kwargs) -> Path:
     """
     with contextlib.ExitStack() as held:
         held.enter_context(quiet_expected_warnings())
+        held.enter_context(quiet_lightning(config.verbose))
+        held.enter_context(deterministic_mode(config.deterministic))
         return run_job(config, held, **kwargs)
 
 
@@ -166,6 +182,7 @@ def run_job(
     sources): called as `data(generator=, ensemble=, run_dir=, classes_for=, log=)`.
     `heldout_model`: an already loaded held-out segmenter (see heldout.py) standing for `config.heldout`.
     """
+    die_with_parent()  # a DDP rank started by rank 0 ends with it
     config = resolve_machine_defaults(config)  # "auto" precision and compile: this machine's choice
     cluster = check_lightning_settings(config)
     strategy = build_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
@@ -179,6 +196,7 @@ def run_job(
                 "by subject (DIR/dog/*.png)"
             )
     classes_for = class_chooser(config)
+    subjects = {s.subject for s in sources} if data is None else None
     if first_process():  # before any weights load: a second run on the folder fails at once
         held.enter_context(run_folder_lock(config.run_dir))
     if config.pretrained or generator is None:  # every missing file named at once, before any is loaded
@@ -195,7 +213,7 @@ def run_job(
         )
     if generator is None:
         generator = load_generator(config.generator)
-    check_class_range(classes_for.all_ids, generator.config.num_classes)
+    check_class_range(classes_for.ids_for(subjects), generator.config.num_classes)
     if ensemble is None:
         ensemble = load_ensemble(config.segmenters, size=config.seg_size, pretrained=config.pretrained)
     if heldout_model is None:
@@ -207,6 +225,8 @@ def run_job(
         log(f"run folder: {run_dir}  ({len(sources)} source file(s))")
 
     batch_size = config.batch_size
+    if batch_size == "auto" and config.deterministic:
+        batch_size = DETERMINISTIC_BATCH  # a fixed chunk shape, whatever the device's memory
     if batch_size == "auto":
         from silhouette_lightning.engine.batching import auto_batch_size
 
@@ -265,6 +285,7 @@ def run_job(
         heldout=heldout_model,
         heldout_name=config.heldout,
     )
+    progress = [TrajectoryProgress()] if trainer_kwargs.get("enable_progress_bar", True) else []
     trainer = Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
@@ -279,6 +300,7 @@ def run_job(
         enable_model_summary=False,
         logger=ContinuedTensorBoardLogger(run_dir),
         callbacks=[
+            *progress,
             writer,
             ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels, fit=config.fit),
             ReserveSteps(),
@@ -290,6 +312,10 @@ def run_job(
         log(waiting_message(config, cluster))
     try:
         trainer.fit(module, datamodule=datamodule)
+    except SystemExit as e:  # Lightning exits 1 on Ctrl-C and 0 (SIGTERMException) on SIGTERM
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        raise SystemExit(EXIT_SIGTERM if isinstance(e, SIGTERMException) else EXIT_SIGINT) from None
     except torch.distributed.DistError as e:  # the rendezvous (or a later collective) timed out
         if config.num_nodes > 1:
             raise nodes_did_not_join(config, cluster, e) from None
@@ -297,5 +323,7 @@ def run_job(
     if not datamodule.plan.trajectories:
         raise UsageError(nothing_swapped(datamodule.plan.skipped, run_dir / "results.csv"))
     if trainer.is_global_zero:
-        log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'})")
+        report = run_dir / "report.html"
+        seen = f"; report: {report}" if report.exists() else ""
+        log(f"results: {run_dir / 'results.csv'}  (per class: {run_dir / 'classes.csv'}{seen})")
     return run_dir

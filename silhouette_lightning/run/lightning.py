@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -36,6 +38,8 @@ def check_lightning_settings(config: SwapConfig):
             f"--accelerator {config.accelerator}: this machine has no usable CUDA GPU (torch "
             f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --accelerator cpu or auto"
         )
+    if problem := cpu_process_problem(config):
+        raise UsageError(problem)
     from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
 
     lightning_log = logging.getLogger("lightning.pytorch")
@@ -71,6 +75,58 @@ def check_lightning_settings(config: SwapConfig):
                 f"NODE_RANK (0 to {config.num_nodes - 1}) set, or launch it with torchrun or srun (README: Clusters)"
             )
     return connector.cluster_environment
+
+
+PROCESS_GB = 0.4  # resident memory of one CPU process with the tiny models, measured (grows with the networks)
+
+
+def available_gb() -> float | None:
+    """Memory the system can still give (Linux MemAvailable), in GB; None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return None
+
+
+def cpu_process_problem(config: SwapConfig, *, cores: int | None = None, memory_gb: float | None = None) -> str | None:
+    """Why `--devices N` on the CPU cannot run here, or None: each device is a process, so N may not exceed the
+    cores (they would only wait for each other) nor the memory N processes need (at least PROCESS_GB each)."""
+    devices = config.devices
+    on_cpu = str(config.accelerator).lower() == "cpu" or (
+        config.accelerator == "auto" and not torch.cuda.is_available()
+    )
+    if not on_cpu or not isinstance(devices, int) or isinstance(devices, bool) or devices <= 1:
+        return None
+    cores = cores or os.cpu_count() or 1
+    if devices > cores:
+        return (
+            f"--devices {devices} on the CPU starts {devices} processes, but this machine has {cores} cores: "
+            f"use --devices {cores} or fewer"
+        )
+    memory_gb = available_gb() if memory_gb is None else memory_gb
+    if memory_gb is not None and devices * PROCESS_GB > memory_gb:
+        return (
+            f"--devices {devices} on the CPU needs at least {devices * PROCESS_GB:.1f} GB ({PROCESS_GB} GB per "
+            f"process), but {memory_gb:.1f} GB are available: use fewer --devices"
+        )
+    return None
+
+
+def die_with_parent() -> None:
+    """In a DDP process started by rank 0 (LOCAL_RANK > 0): end when rank 0 ends, killed or not, so that a dying
+    rank 0 leaves no orphan ranks holding memory (Linux; elsewhere nothing is done)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def waiting_message(config: SwapConfig, cluster) -> str:

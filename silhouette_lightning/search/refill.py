@@ -1,7 +1,7 @@
 """Which trajectory each row of the chunk runs: pending trajectories fill the rows that free up, in plan order.
 
 A chunk is `G` rows (batch x world size). A row holds one trajectory from its step 0 to its last step, or until
-it ends early (early stop, pruning, a non-finite loss: search.py); its row is then free, and the next pending
+it ends early (early stop, pruning, a non-finite loss: stopping.py); its row is then free, and the next pending
 trajectories take the free rows at the next latent step, so the chunk stays full while trajectories leave it.
 Each row's Adam is its own (row_adam.py) and every decision looks at one row or one group, so a trajectory's
 result does not depend on its row or on when it started: refilling changes the wall time, not the answers.
