@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.utils.flop_counter import FlopCounterMode
 
+from silhouette_lightning.config.settings import SwapConfig, views
 from silhouette_lightning.core.classes import VOC_CLASSES
 from silhouette_lightning.engine.module import SilhouetteSwap
 from silhouette_lightning.inputs.trajectories import initial_latents
@@ -208,7 +209,9 @@ def make_inputs(batch: int, num_classes: int, seg_size: int, device: torch.devic
 
 def make_module(generator: nn.Module, ensemble: nn.Module, batch: int, args: argparse.Namespace) -> SilhouetteSwap:
     """A SilhouetteSwap around shared frozen networks, its `z` [B, Z] set to seeded starting latents."""
-    module = SilhouetteSwap(generator, ensemble, batch_size=batch, loss=args.loss, ensemble_mode=args.ensemble_mode)
+    module = SilhouetteSwap(
+        generator, ensemble, **views(SwapConfig(loss=args.loss, ensemble=args.ensemble_mode), batch_size=batch)
+    )
     device = next(generator.parameters()).device
     module.z = nn.Parameter(initial_latents(range(batch), module.z_dim, module.truncation).to(device))
     return module

@@ -44,11 +44,12 @@ def make_targets(folder: Path, generator, ensemble, count: int, class_id: int = 
     """`count` silhouettes of G(z*, class) with a subject covering at least 5% of the image, as PNG masks."""
     from PIL import Image
 
+    from silhouette_lightning.config.settings import SwapConfig, views
     from silhouette_lightning.core.classes import VOC_CLASSES
     from silhouette_lightning.engine.module import SilhouetteSwap
     from silhouette_lightning.inputs.trajectories import initial_latents, trajectory_seed
 
-    module = SilhouetteSwap(generator, ensemble, batch_size=1)
+    module = SilhouetteSwap(generator, ensemble, **views(SwapConfig(), batch_size=1))
     z_star = initial_latents(
         [trajectory_seed(12345, "target", class_id, i) for i in range(8 * count)], generator.config.z_dim, 0.4
     )

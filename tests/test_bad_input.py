@@ -119,7 +119,7 @@ def test_non_finite_trajectory_stops_alone(tiny_generator, ensemble):
         classes[[0, 2, 3]],
         channels[:3],
         start=start[[0, 2, 3]],
-        steps=6,
+        settings={"steps": 6},
     )  # targets from healthy rows only
     mixed = recover(
         NanForClass(tiny_generator),
@@ -128,7 +128,7 @@ def test_non_finite_trajectory_stops_alone(tiny_generator, ensemble):
         classes,
         channels,
         start=start,
-        steps=6,
+        settings={"steps": 6},
     )
     assert mixed.stopped_at.tolist() == [-1, 0, -1, -1]
     assert mixed.best_iou[1] == -1  # never had a valid score

@@ -11,7 +11,7 @@ from conftest import read_csv
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 from silhouette_lightning.cli import config_from_args, main
-from silhouette_lightning.config.settings import SwapConfig
+from silhouette_lightning.config.settings import SwapConfig, views
 from silhouette_lightning.engine.module import SilhouetteSwap
 from silhouette_lightning.inputs.trajectories import initial_latents
 from silhouette_lightning.models.biggan import load_generator
@@ -98,7 +98,7 @@ def test_compiled_scoring_step_equals_eager(tiny_generator, ensemble):
     """--compile all (generator, segmenters, loss and IoU in one compiled graph) scores and steps like eager."""
     results = {}
     for mode in ("none", "all"):
-        module = SilhouetteSwap(tiny_generator, ensemble, batch_size=4, compile=mode)
+        module = SilhouetteSwap(tiny_generator, ensemble, **views(SwapConfig(compile=mode), batch_size=4))
         z = initial_latents(range(4), module.z_dim, 0.4).requires_grad_(True)
         class_ids, channels = torch.tensor([1, 2, 3, 4]), torch.tensor([12, 8, 3, 12])
         targets = torch.zeros(4, 32, 32)

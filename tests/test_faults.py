@@ -115,3 +115,36 @@ def _random_weights(tmp_path):
     path = tmp_path / "random.yaml"
     path.write_text("pretrained: false\nheldout: none\n")
     return path
+
+
+def test_captions_draw_non_latin_names_not_boxes():
+    """Two different Greek (or Cyrillic) names of the same length draw differently: a font without those letters
+    draws the same box for each."""
+    from PIL import Image, ImageChops
+
+    from silhouette_lightning.outputs.pictures.text import _font, label
+
+    def drawn(text):
+        return label(Image.new("RGB", (160, 40), (0, 0, 0)), text)
+
+    assert _font().getname()[0] == "DejaVu Sans"
+    for a, b in (("αβγδ", "ζηθλ"), ("кошка", "собак")):
+        assert ImageChops.difference(drawn(a), drawn(b)).getbbox() is not None, (a, b)
+
+
+def test_a_benchmark_offline_names_every_missing_file_and_writes_nothing(cli_args, tmp_path, monkeypatch, capsys):
+    """Two variants with other segmenters, no network: one error naming the files of both, no benchmark.yaml."""
+    from silhouette_lightning.models import fetch
+    from silhouette_lightning.models.segmenters import segmenter_weights_path
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(fetch, "urlopen", offline)
+    argv = ["benchmark", *cli_args(name="offline"), "--heldout", "none"]
+    argv += ["--compare", "segmenters=fcn_resnet50", "segmenters=deeplabv3_resnet50"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for name in ("fcn_resnet50", "deeplabv3_resnet50"):
+        assert segmenter_weights_path(name)[0].name in err, name
+    assert not (tmp_path / "out" / "offline" / "benchmark.yaml").exists()

@@ -96,9 +96,10 @@ def test_losses_are_per_trajectory(loss):
 
 def _score_under_autocast(tiny_generator, ensemble, loss, device="cpu"):
     """`SilhouetteSwap.score` of 3 latents under bf16 autocast, as a bf16-mixed training step runs it."""
+    from silhouette_lightning.config.settings import SwapConfig, views
     from silhouette_lightning.engine.module import SilhouetteSwap
 
-    module = SilhouetteSwap(tiny_generator, ensemble, batch_size=3, loss=loss).to(device)
+    module = SilhouetteSwap(tiny_generator, ensemble, **views(SwapConfig(loss=loss), batch_size=3)).to(device)
     g = torch.Generator().manual_seed(0)
     z = (torch.randn(3, 8, generator=g) * 0.4).to(device).requires_grad_(True)
     targets = (torch.rand(3, 32, 32, generator=g) > 0.5).float().to(device)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from silhouette_lightning.bench.recovery import recover, transform_image
+from silhouette_lightning.config.settings import SwapConfig, views
 from silhouette_lightning.engine.module import SilhouetteSwap, frame_steps
 from silhouette_lightning.inputs.trajectories import enumerate_trajectories, initial_latents, trajectory_seed
 from silhouette_lightning.models.frozen import is_frozen
@@ -17,7 +18,7 @@ def known_answer(tiny_generator, ensemble):
     g = torch.Generator().manual_seed(0)
     z_star = torch.randn(6, 8, generator=g).clamp(-2, 2) * 0.4
     classes = torch.arange(1, 7)
-    module = SilhouetteSwap(tiny_generator, ensemble, batch_size=6)
+    module = SilhouetteSwap(tiny_generator, ensemble, **views(SwapConfig(), batch_size=6))
     with torch.no_grad():
         probs = ensemble_probs(ensemble(module.generate(z_star, classes)), ensemble.weights)
     counts = torch.bincount(probs.argmax(1).flatten(), minlength=21)
@@ -28,35 +29,39 @@ def known_answer(tiny_generator, ensemble):
 
 def test_known_answer_is_recovered(tiny_generator, ensemble, known_answer):
     z_star, classes, channels, start = known_answer
-    result = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=25, lr=0.1)
+    result = recover(
+        tiny_generator, ensemble, z_star, classes, channels, start=start, settings={"steps": 25, "lr": 0.1}
+    )
     initial = result.iou_history[:, 0]
     assert initial.mean() < 0.5, "the start must be a real search, not the answer"
     assert result.best_iou.mean() > 0.85
     assert (result.best_iou >= initial).all()
     # The same search with a broken optimizer (no update) stays where it started: the bar above discriminates.
-    frozen = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=5, lr=0.0)
+    frozen = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, settings={"steps": 5, "lr": 0.0})
     assert torch.equal(frozen.iou_history[:, -1], initial)
     assert frozen.best_iou.mean() < 0.85
 
 
 def test_only_latents_are_trained_and_networks_stay_frozen(tiny_generator, ensemble, known_answer):
     z_star, classes, channels, start = known_answer
-    recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=3)
+    recover(tiny_generator, ensemble, z_star, classes, channels, start=start, settings={"steps": 3})
     for net in (tiny_generator, ensemble):
         assert is_frozen(net)
         assert not any(m.training for m in net.modules()), "a frozen network left eval mode during fit"
         assert all(p.grad is None for p in net.parameters())
     # BigGAN's spectral-norm vectors change in train mode: they must be untouched by the fit.
     before = {k: v.clone() for k, v in tiny_generator.state_dict().items()}
-    recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=3)
+    recover(tiny_generator, ensemble, z_star, classes, channels, start=start, settings={"steps": 3})
     assert all(torch.equal(before[k], v) for k, v in tiny_generator.state_dict().items())
 
 
 def test_trajectory_result_does_not_depend_on_its_batch(tiny_generator, ensemble, known_answer):
     """Row 2 optimized among six equals row 2 optimized alone (DESIGN.md, invariant 1)."""
     z_star, classes, channels, start = known_answer
-    together = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, steps=8)
-    alone = recover(tiny_generator, ensemble, z_star[2:3], classes[2:3], channels[2:3], start=start[2:3], steps=8)
+    together = recover(tiny_generator, ensemble, z_star, classes, channels, start=start, settings={"steps": 8})
+    alone = recover(
+        tiny_generator, ensemble, z_star[2:3], classes[2:3], channels[2:3], start=start[2:3], settings={"steps": 8}
+    )
     assert torch.allclose(together.best_z[2], alone.best_z[0], atol=1e-5)
     assert torch.allclose(together.iou_history[2], alone.iou_history[0])
     assert together.best_step[2] == alone.best_step[0]
@@ -65,10 +70,10 @@ def test_trajectory_result_does_not_depend_on_its_batch(tiny_generator, ensemble
 def test_recovery_of_a_shifted_image_runs(tiny_generator, ensemble, known_answer):
     """The paper's figure 5 setting: start at z*, the generated image shifted; the search must move."""
     z_star, classes, channels, _ = known_answer
-    result = recover(tiny_generator, ensemble, z_star, classes, channels, shift_px=3, steps=10)
+    result = recover(tiny_generator, ensemble, z_star, classes, channels, shift_px=3, settings={"steps": 10})
     assert result.iou_history.shape == (6, 11)
     assert not torch.equal(result.best_z, z_star)
-    still = recover(tiny_generator, ensemble, z_star, classes, channels, steps=1)
+    still = recover(tiny_generator, ensemble, z_star, classes, channels, settings={"steps": 1})
     assert torch.equal(still.iou_history[:, 0], torch.ones(6)), "no transform: z* itself fits at step 0"
 
 

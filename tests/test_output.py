@@ -67,7 +67,7 @@ def test_deterministic_runs_repeat_for_one_and_two_processes(cli_args, torch_hom
     """1 and 2 CPU processes with the machine's default threads (no OMP_NUM_THREADS): the same latents."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"TORCH_HOME": str(torch_home)}
 
-    def train(*extra: str, name: str) -> None:
+    def train(*extra: str, name: str) -> str:
         args = [
             sys.executable,
             str(ROOT / "train.py"),
@@ -75,9 +75,12 @@ def test_deterministic_runs_repeat_for_one_and_two_processes(cli_args, torch_hom
         ]
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
 
     train("--devices", "1", name="one")
-    train("--devices", "2", "--strategy", "ddp", name="two")
+    err = train("--devices", "2", "--strategy", "ddp", name="two")
+    assert err.count("run folder:") == 1 and err.count("results:") == 1, "rank 0's lines, once"
+    assert "deprecated" not in err and "Warning" not in err, err[-2000:]
     one, two = _latents(tmp_path / "out" / "one"), _latents(tmp_path / "out" / "two")
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 

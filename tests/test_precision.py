@@ -59,10 +59,24 @@ def test_one_rows_trouble_never_changes_another_row(tiny_generator, ensemble, pr
     channels = torch.full((4,), 7)
     generator = Trouble(tiny_generator)
     healthy = recover(
-        generator, ensemble, z_star, torch.tensor([1, 2, 6, 5]), channels, start=start, steps=4, precision=precision
+        generator,
+        ensemble,
+        z_star,
+        torch.tensor([1, 2, 6, 5]),
+        channels,
+        start=start,
+        precision=precision,
+        settings={"steps": 4},
     )
     trouble = recover(
-        generator, ensemble, z_star, torch.tensor([1, 3, 4, 5]), channels, start=start, steps=4, precision=precision
+        generator,
+        ensemble,
+        z_star,
+        torch.tensor([1, 3, 4, 5]),
+        channels,
+        start=start,
+        precision=precision,
+        settings={"steps": 4},
     )
     assert healthy.best_iou.min() >= 0 and healthy.stopped_at.tolist() == [-1, -1, -1, -1]
     assert trouble.stopped_at.tolist() == [-1, -1, 0, -1]

@@ -9,7 +9,7 @@ from conftest import interrupted_after_first_chunk, read_csv
 from PIL import Image
 
 from silhouette_lightning.cli import main
-from silhouette_lightning.config.settings import build_config
+from silhouette_lightning.config.settings import SwapConfig, build_config, views
 from silhouette_lightning.core.classes import VOC_CLASSES
 from silhouette_lightning.engine.module import SilhouetteSwap
 from silhouette_lightning.engine.timing import StepClock
@@ -101,7 +101,7 @@ def test_search_settings_out_of_range_exit_2(cli_args, flags, message, capsys):
 @pytest.fixture
 def known_answers(tmp_path, tiny_generator, ensemble) -> Path:
     """Silhouettes of G(z*, class 1) for known z*: three mask files whose best answers exist."""
-    module = SilhouetteSwap(tiny_generator, ensemble, batch_size=1)
+    module = SilhouetteSwap(tiny_generator, ensemble, **views(SwapConfig(), batch_size=1))
     z_star = initial_latents(list(range(24)), 8, 0.4)
     with torch.no_grad():
         maps = module.subject_maps(

@@ -298,6 +298,23 @@ def warm_up(generator, ensemble, config: SwapConfig, log) -> bool:
     return True
 
 
+def weights_of_every_variant(configs: list[SwapConfig], *, generator, ensemble, heldout_model) -> None:
+    """Download (or find cached) the pretrained files every variant to run needs; one WeightsError naming every
+    missing one (not only the first variant's) before the benchmark writes anything."""
+    from silhouette_lightning.core.names import parse_ensemble_spec
+    from silhouette_lightning.models.weights import ensure_weights, needed_files
+
+    files = {}
+    for c in configs:
+        for f in needed_files(
+            generator=c.generator if generator is None else None,
+            segmenters=[n for n, _ in parse_ensemble_spec(c.segmenters)] if ensemble is None and c.pretrained else [],
+            heldout=c.heldout if heldout_model is None and c.pretrained and c.heldout != "none" else None,
+        ):
+            files.setdefault(str(f.path), f)
+    ensure_weights(list(files.values()))
+
+
 def judge_of(judge: str, configs: list[SwapConfig]) -> str:
     """`--judge auto`: the held-out IoU when every variant scores with a held-out model, else the optimized one."""
     if judge != "auto":
@@ -355,6 +372,12 @@ def run_benchmark(
         check_variant_dir(config)
     # Decided once, before any run: under DDP every rank re-runs this command and must make the same choices.
     finished = [variant_finished(c) for c in configs]
+    weights_of_every_variant(
+        [c for c, done in zip(configs, finished, strict=True) if not done],
+        generator=generator,
+        ensemble=ensemble,
+        heldout_model=heldout_model,
+    )  # every missing file named at once, before anything is written
     if rank_zero_only.rank == 0:
         check_benchmark_dir(root, settings)
     warmed = False

@@ -10,7 +10,7 @@ records, results), as generated sources: `RecoveryData` replaces the sources of 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from lightning.pytorch import Trainer
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from silhouette_lightning.config.settings import SwapConfig, views
 from silhouette_lightning.core.classes import imagenet_name
 from silhouette_lightning.core.errors import SourceError
 from silhouette_lightning.core.files import atomic_save_image, atomic_torch_save
@@ -311,30 +312,25 @@ def recover(
     start: Tensor | None = None,
     shift_px: int = 0,
     rotate_deg: float = 0.0,
-    steps: int = 25,
-    lr: float = 0.1,
-    betas: tuple[float, float] = (0.5, 0.99),
-    truncation: float = 0.4,
-    loss: str = "mse",
+    settings: dict | None = None,
     **trainer_kwargs,
 ) -> TrajectoryResult:
     """One chunk in this process, without files: optimize from `start` (default z*) toward the silhouette of the
     image `G(z*)` shifted and rotated (`transform_image`). A known-answer harness for tests and notebooks.
 
     `z_star` [B, Z], `class_ids` [B], `channels` [B] (VOC subject channel per row). Returns the chunk's
-    `TrajectoryResult` (best IoU, best latent, IoU of every step, ...), in row order.
+    `TrajectoryResult` (best IoU, best latent, IoU of every step, ...), in row order. `settings`: `SwapConfig`
+    fields over its defaults (`{"steps": 10, "lr": 0.05}`); the paper's plain search, whatever `starts` says.
     """
-    batch = len(z_star)
-    module = SilhouetteSwap(
-        generator, ensemble, batch_size=batch, steps=steps, lr=lr, betas=betas, truncation=truncation, loss=loss
-    )
+    config = replace(SwapConfig(), **(settings or {}))
+    module = SilhouetteSwap(generator, ensemble, **views(config, batch_size=len(z_star)) | {"search": None})
     with torch.no_grad():
         images = transform_image(module.generate(z_star, class_ids), shift_px=shift_px, rotate_deg=rotate_deg)
     targets = subject_map_of(module, images, channels)
     module.feeder = TensorFeeder(
         z0=(z_star if start is None else start).clone(), class_ids=class_ids, channels=channels, targets=targets
     )
-    loader = DataLoader(Ticks(steps + 1), batch_size=None)
+    loader = DataLoader(Ticks(config.steps + 1), batch_size=None)
     defaults = dict(
         accelerator="cpu",
         devices=1,

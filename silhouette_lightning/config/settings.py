@@ -25,6 +25,7 @@ from silhouette_lightning.core.names import (
     heldout_problem,
     parse_ensemble_spec,
 )
+from silhouette_lightning.search.options import AdamOptions, ObjectiveOptions, RowOptions, SearchOptions
 
 
 def _config_dir() -> Path:
@@ -351,10 +352,8 @@ def search_problems(c: SwapConfig) -> list[str]:
     return problems
 
 
-def search_options(c: SwapConfig):
+def search_options(c: SwapConfig) -> SearchOptions:
     """The module's view of the search settings (`starts` at most `restarts` is the plain search: 0)."""
-    from silhouette_lightning.search.stopping import SearchOptions
-
     return SearchOptions(
         restarts=c.restarts,
         starts=c.starts if c.starts > c.restarts else 0,
@@ -364,3 +363,25 @@ def search_options(c: SwapConfig):
         patience=c.patience,
         prune_after=c.prune_after,
     )
+
+
+def views(c: SwapConfig, *, batch_size: int | None = None) -> dict:
+    """The typed views the search core and the LightningModule take (search/options.py), as keywords:
+    `SilhouetteSwap(generator, ensemble, **views(config, batch_size=16))`. `batch_size`: the resolved one (the
+    config's may be "auto"); `compile` "auto" counts as none here (run/machine.py resolves it for a run)."""
+    batch = c.batch_size if batch_size is None else batch_size
+    if not isinstance(batch, int):
+        raise ValueError(f"views need a resolved batch size, got {batch!r}")
+    compile_mode = normalize_compile(c.compile)
+    return {
+        "rows": RowOptions(batch_size=batch, steps=c.steps, frames=c.frames),
+        "objective": ObjectiveOptions(
+            truncation=c.truncation,
+            loss=c.loss,
+            ensemble_mode=c.ensemble,
+            prior_weight=float(c.prior_weight),
+            compile="none" if compile_mode == "auto" else compile_mode,
+        ),
+        "adam": AdamOptions(lr=float(c.lr), betas=tuple(c.betas)),
+        "search": search_options(c),
+    }

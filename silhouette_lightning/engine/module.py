@@ -34,10 +34,10 @@ from silhouette_lightning.inputs.trajectories import initial_latents
 from silhouette_lightning.search.feed import Feeder
 from silhouette_lightning.search.metrics import MeanIoU
 from silhouette_lightning.search.objective import Objective
+from silhouette_lightning.search.options import AdamOptions, ObjectiveOptions, RowOptions, SearchOptions
 from silhouette_lightning.search.row_adam import RowAdam
 from silhouette_lightning.search.rows import HandOver, RowTable, StepReport, TrajectoryResult, frame_steps
 from silhouette_lightning.search.starts import BestOfN
-from silhouette_lightning.search.stopping import SearchOptions
 
 __all__ = ["SilhouetteSwap", "frame_steps"]
 
@@ -54,44 +54,32 @@ class SilhouetteSwap(LightningModule):
         generator: nn.Module,
         ensemble: nn.Module,
         *,
-        batch_size: int,
-        steps: int = 25,
-        lr: float = 0.1,
-        betas: tuple[float, float] = (0.5, 0.99),
-        truncation: float = 0.4,
-        loss: str = "mse",
-        ensemble_mode: str = "probs",
-        frames: int = 6,
-        hparams: dict | None = None,
-        compile: str = "none",
+        rows: RowOptions,
+        objective: ObjectiveOptions,
+        adam: AdamOptions,
         search: SearchOptions | None = None,
+        hparams: dict | None = None,
     ) -> None:
+        """The typed views come from `SwapConfig.views()` (every default is written there)."""
         super().__init__()
         if hparams:
             self.save_hyperparameters(hparams)  # shown in TensorBoard; the networks are not hyperparameters
         self.automatic_optimization = False
         self.generator = generator  # frozen by its loader
         self.ensemble = ensemble  # frozen by its loader
-        self.batch_size, self.steps, self.lr, self.betas = batch_size, steps, lr, tuple(betas)
-        self.truncation = truncation
-        self.frame_steps = frame_steps(steps, frames)
+        self.batch_size, self.steps = rows.batch_size, rows.steps
+        self.lr, self.betas = adam.lr, tuple(adam.betas)
+        self.truncation = objective.truncation
+        self.frame_steps = frame_steps(rows.steps, rows.frames)
         self.z_dim = generator.config.z_dim
         self.num_classes = generator.config.num_classes
-        self.search = search or SearchOptions()
-        self.objective = Objective(
-            generator,
-            ensemble,
-            truncation=truncation,
-            loss=loss,
-            ensemble_mode=ensemble_mode,
-            prior_weight=self.search.prior_weight,
-            compile=compile,
-        )
+        self.search = search or SearchOptions.plain()
+        self.objective = Objective(generator, ensemble, objective)
         self.iou_metric = MeanIoU()
         self.feeder: Feeder | None = None  # set before fit: where the rows' trajectories come from
         self.rows: RowTable | None = None  # allocated at the first step
         self.report = StepReport()  # what the last step loaded and finished
-        self.z = nn.Parameter(torch.zeros(batch_size, self.z_dim))  # resized to the global chunk in setup
+        self.z = nn.Parameter(torch.zeros(rows.batch_size, self.z_dim))  # resized to the global chunk in setup
         # --class-lr: the class vector of each row is a parameter too ([G, K]), else the fixed one-hot
         self.class_vector: nn.Parameter | None = None
 

@@ -40,8 +40,10 @@ from silhouette_lightning.outputs.records import (
 from silhouette_lightning.outputs.report import write_report
 from silhouette_lightning.search.metrics import heldout_iou
 
+COMPOSITE_PX = 512  # composites and panels show the photo at most this long (README: What it writes)
 
-def source_picture(data_dir: Path | None, key: str, *, masks: bool, max_pixels: int, longest: int = 512):
+
+def source_picture(data_dir: Path | None, key: str, *, masks: bool, max_pixels: int, longest: int = COMPOSITE_PX):
     """The source photo `[3, H, W]` (longest side at most `longest`) for composites and panels, or None
     for mask sources (there is no photo to put the subject into) and unreadable files."""
     if masks or data_dir is None:

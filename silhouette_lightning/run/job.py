@@ -16,7 +16,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from silhouette_lightning.config.checks import check_class_range, class_chooser
-from silhouette_lightning.config.settings import SwapConfig, comparable, search_options
+from silhouette_lightning.config.settings import SwapConfig, comparable, views
 from silhouette_lightning.core.errors import UsageError
 from silhouette_lightning.core.files import atomic_write_text
 from silhouette_lightning.core.run_lock import first_process, run_folder_lock
@@ -55,6 +55,7 @@ EXPECTED_WARNINGS = (
     ".*smaller than the logging interval.*",
     ".*`training_step` returned `None`.*",
     ".*sync_dist=True.*",
+    ".*all_gather is deprecated.*",  # from inside Lightning's own gather (lightning/fabric/utilities/distributed.py)
 )
 
 
@@ -98,6 +99,10 @@ def deterministic_mode(on: bool):
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(algorithms)
+
+
+def _silent(*args) -> None:
+    pass
 
 
 def eprint(*args) -> None:
@@ -183,6 +188,9 @@ def run_job(
     `heldout_model`: an already loaded held-out segmenter (see heldout.py) standing for `config.heldout`.
     """
     die_with_parent()  # a DDP rank started by rank 0 ends with it
+    node_log = log if os.environ.get("LOCAL_RANK", "0") == "0" else _silent  # one line per node
+    if not first_process():
+        log = _silent  # every rank runs this; the user reads rank 0's lines once
     config = resolve_machine_defaults(config)  # "auto" precision and compile: this machine's choice
     cluster = check_lightning_settings(config)
     strategy = build_strategy(config)  # before any work: a bad $SILHOUETTE_NODE_TIMEOUT is a usage error
@@ -236,21 +244,7 @@ def run_job(
             f"--prune-after compares a source and class's restarts within one batch: it needs "
             f"--batch-size >= --restarts ({config.restarts}), got {batch_size}"
         )
-    module = SilhouetteSwap(
-        generator,
-        ensemble,
-        batch_size=batch_size,
-        steps=config.steps,
-        lr=config.lr,
-        betas=config.betas,
-        truncation=config.truncation,
-        loss=config.loss,
-        ensemble_mode=config.ensemble,
-        frames=config.frames,
-        hparams=config.to_dict(),
-        compile=config.compile,
-        search=search_options(config),
-    )
+    module = SilhouetteSwap(generator, ensemble, **views(config, batch_size=batch_size), hparams=config.to_dict())
     if data is None:
         datamodule = SwapData(
             sources=sources,
@@ -309,7 +303,7 @@ def run_job(
         **trainer_kwargs,
     )
     if config.num_nodes > 1:
-        log(waiting_message(config, cluster))
+        node_log(waiting_message(config, cluster))
     try:
         trainer.fit(module, datamodule=datamodule)
     except SystemExit as e:  # Lightning exits 1 on Ctrl-C and 0 (SIGTERMException) on SIGTERM

@@ -18,6 +18,7 @@ from silhouette_lightning.models.ensemble import ensemble_probs, subject_channel
 from silhouette_lightning.models.images import images as generator_images
 from silhouette_lightning.search.losses import trajectory_loss
 from silhouette_lightning.search.metrics import silhouette_iou
+from silhouette_lightning.search.options import ObjectiveOptions
 from silhouette_lightning.search.stopping import prior_penalty
 
 __all__ = ["COMPILE_MODES", "Objective"]
@@ -28,17 +29,9 @@ class Objective:
     segmenters, loss and IoU in one graph), for the training steps only (one shape: chunks are padded); pictures,
     target maps and best-of-N candidates use the plain networks."""
 
-    def __init__(
-        self,
-        generator: nn.Module,
-        ensemble: nn.Module,
-        *,
-        truncation: float,
-        loss: str,
-        ensemble_mode: str,
-        prior_weight: float = 0.0,
-        compile: str = "none",
-    ) -> None:
+    def __init__(self, generator: nn.Module, ensemble: nn.Module, options: ObjectiveOptions) -> None:
+        truncation, loss, ensemble_mode = options.truncation, options.loss, options.ensemble_mode
+        prior_weight, compile = options.prior_weight, options.compile
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be none, ensemble or all, got {compile!r}")
         self.generator, self.ensemble = generator, ensemble

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from silhouette_lightning.search.feed import RowStart
-from silhouette_lightning.search.stopping import ENDED, PRUNED, SearchOptions, early_stop, prune
+from silhouette_lightning.search.options import SearchOptions
+from silhouette_lightning.search.stopping import ENDED, PRUNED, early_stop, prune
 
 
 def frame_steps(steps: int, frames: int) -> list[int]:

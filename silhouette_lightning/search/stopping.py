@@ -11,29 +11,18 @@ the rest of a batch, so the one-answer invariant (DESIGN.md) holds with each opt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from silhouette_lightning.search.options import SearchOptions
 from silhouette_lightning.search.starts import better_first
+
+__all__ = ["ENDED", "PATIENCE", "PRUNED", "STOP_IOU", "SearchOptions", "early_stop", "prior_penalty", "prune"]
 
 # Why a trajectory ended before the last step (records' "ended_by"; non-finite ones are `stopped_at` instead).
 ENDED = {0: "", 1: "stop_iou", 2: "patience", 3: "pruned"}
 STOP_IOU, PATIENCE, PRUNED = 1, 2, 3
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """The search settings the module acts on (SwapConfig holds them for a run); the defaults are the paper's."""
-
-    restarts: int = 8  # R: restarts per (source, class)
-    starts: int = 0  # N >= R candidate starts scored per (source, class); 0: off (restart r starts at seed r)
-    class_lr: float = 0.0  # learning rate of the class vector; 0: the one-hot class, not optimized
-    prior_weight: float = 0.0  # weight of `prior_penalty` in the optimized loss
-    stop_iou: float | None = None  # a trajectory stops when its best IoU reaches this
-    patience: int | None = None  # a trajectory stops after this many steps without a better IoU
-    prune_after: int | None = None  # after this many steps, only the better half of each group's restarts goes on
 
 
 def prior_penalty(z: Tensor, bound: float) -> Tensor:

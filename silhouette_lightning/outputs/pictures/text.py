@@ -1,4 +1,5 @@
-"""Captions drawn on pictures, with Pillow's embedded default font (no font file has to be installed).
+"""Captions drawn on pictures, in DejaVu Sans (shipped with matplotlib, a dependency: it covers Greek, Cyrillic and
+most accented names), else Pillow's embedded default font (which draws boxes for non-Latin letters).
 
 Layout constants used by the size formulas of the grid docstrings:
 - `GAP` (2 px): the gray gutter between (and around) the cells of a grid.
@@ -22,7 +23,15 @@ _TEXT = (240, 240, 240)
 
 @functools.lru_cache(maxsize=1)
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's embedded default font: Aileron at `_FONT_SIZE` with FreeType, else the bitmap font."""
+    """DejaVu Sans at `_FONT_SIZE` from matplotlib's fonts; else Pillow's embedded Aileron with FreeType, else its
+    bitmap font."""
+    try:
+        from matplotlib import font_manager
+
+        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=False)
+        return ImageFont.truetype(path, _FONT_SIZE)
+    except (ImportError, ValueError, OSError):
+        pass
     font = ImageFont.load_default()
     if isinstance(font, ImageFont.FreeTypeFont):
         # The default size (10 px) is hard to read on a 128 px cell.
