@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,64 @@ def read_csv(path: Path) -> list[dict]:
 
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------ tiny benchmarks (tests/bench, tests/outputs)
+
+
+class LinkParser(HTMLParser):
+    """The `src` of every image and the `href` of every link of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.links = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "a":
+            self.links.append(attrs["href"])
+        assert tag not in ("script", "link", "iframe"), f"an external resource: <{tag}>"
+
+
+def tiny_flags(tmp_path, mask_folder, *extra, name="bench"):
+    """A small benchmark on in-memory tiny models: 3 masks x 2 classes x 2 restarts, 4 steps."""
+    return [
+        "--data",
+        str(mask_folder),
+        "--masks",
+        "--classes",
+        "1,3",
+        "--restarts",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--seg-size",
+        "32",
+        "--out",
+        str(tmp_path / "out"),
+        "--name",
+        name,
+        "--accelerator",
+        "cpu",
+        "--save-images",
+        "none",
+        "--image-every",
+        "0",
+        "--heldout",
+        "none",
+        *extra,
+    ]
+
+
+def run_tiny(argv, generator, ensemble, log):
+    """`train.py benchmark ARGV` in this process on the given (tiny) models."""
+    from silhouette_lightning.bench.benchmark import parse_args, run_benchmark
+
+    settings, variants, base = parse_args(argv)
+    return run_benchmark(
+        settings, variants, base, generator=generator, ensemble=ensemble, log=log, enable_progress_bar=False
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 from silhouette_lightning.core.errors import UsageError
 
 # Copies of torchvision's weight metadata (ResNet50_Weights.IMAGENET1K_V2 and
-# DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1 "categories"; tests/test_classes.py checks they are equal),
+# DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1 "categories"; tests/core/test_classes.py checks they are equal),
 # so that class names are read without importing torch: the command line checks --classes at once.
 IMAGENET_CLASSES: list[str] = (Path(__file__).parent / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
 VOC_CLASSES: list[str] = [

@@ -13,14 +13,15 @@ COMPILE_MODES = ("none", "ensemble", "all")  # what `torch.compile` wraps for th
 HELDOUT_NONE = "none"  # `--heldout none`: no held-out score
 DEFAULT_HELDOUT = "deeplabv3_mobilenet_v3_large"  # the smallest VOC segmenter outside the paper's ensemble
 # --strategy names known to give exact results without asking Lightning (single-process ones and Lightning's
-# registered DDP variants; tests/test_distributed.py checks them against its registry). Others are looked up there.
+# registered DDP variants; tests/engine/test_distributed.py checks them against its registry). Others are looked up
+# there.
 EXACT_STRATEGIES = ("auto", "single_device", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook") + tuple(
     f"{ddp}_find_unused_parameters_{flag}"
     for ddp in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
     for flag in ("false", "true")
 )
 # torchvision's segmentation models whose pretrained weights carry the VOC labels
-# (`models.segmenters.voc_segmenter_names()`, checked equal in tests/test_model_loading.py)
+# (`models.segmenters.voc_segmenter_names()`, checked equal in tests/models/test_model_loading.py)
 SEGMENTER_NAMES = (
     "deeplabv3_mobilenet_v3_large",
     "deeplabv3_resnet101",

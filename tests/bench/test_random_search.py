@@ -4,8 +4,7 @@ in latent-step units; a benchmark rerun on finished folders optimizes nothing; `
 from __future__ import annotations
 
 import pytest
-from conftest import decisive_ensemble, read_csv
-from test_compare import run_tiny, tiny_flags
+from conftest import decisive_ensemble, read_csv, run_tiny, tiny_flags
 
 from silhouette_lightning.outputs.records import load_records
 from silhouette_lightning.outputs.runtime import FORWARD_COST, spent_units, start_units

@@ -67,8 +67,7 @@ def _hand_ert(records, target, start):
 
 
 def test_compare_and_report_pages_have_the_runtime_section(tmp_path, mask_folder, tiny_generator):
-    from conftest import decisive_ensemble, read_csv
-    from test_compare import LinkParser, run_tiny, tiny_flags
+    from conftest import LinkParser, decisive_ensemble, read_csv, run_tiny, tiny_flags
 
     from silhouette_lightning.bench.compare import runtime_comparison, write_comparison
     from silhouette_lightning.bench.variants import Variant

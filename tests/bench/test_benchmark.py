@@ -13,7 +13,7 @@ from torch import nn
 
 from silhouette_lightning.models.biggan import build_random_generator, tiny_biggan_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 TINY = [
     "--generator",
     "tiny",

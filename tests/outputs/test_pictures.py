@@ -28,7 +28,7 @@ from silhouette_lightning.outputs.pictures import (
 )
 from silhouette_lightning.outputs.pictures import text as picture_text
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES = ["dog/dog_sitting.png", "dog/dog_standing.png", "cat/cat_sitting.png", "bird/bird_perched.png"]
 
 

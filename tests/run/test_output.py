@@ -16,7 +16,7 @@ from silhouette_lightning import __version__
 from silhouette_lightning.cli import main
 from silhouette_lightning.outputs.records import load_records
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIGHTNING_CHATTER = ("GPU available", "TPU available", "litlogger", "`Trainer.fit` stopped", "Epoch 0")
 
 

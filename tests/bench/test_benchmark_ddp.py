@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import read_csv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMED = ("seconds_mean", "seconds_total")  # wall time: the one thing that may differ
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import read_csv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(args: list[str], torch_home: Path) -> subprocess.CompletedProcess:

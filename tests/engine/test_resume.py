@@ -124,7 +124,7 @@ def test_second_run_on_a_folder_in_use_fails_at_once_and_names_the_first(cli_arg
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert holder.stdout.readline() == "held\n"

@@ -1,74 +1,17 @@
 """`train.py benchmark --compare`: variants as separate resumable runs, one side-by-side table from their outputs."""
 
 import json
-from html.parser import HTMLParser
 
 import pytest
-from conftest import decisive_ensemble, read_csv
+from conftest import LinkParser, decisive_ensemble, read_csv, run_tiny, tiny_flags
 from PIL import Image
 
-from silhouette_lightning.bench.benchmark import parse_args, run_benchmark
 from silhouette_lightning.bench.variants import Variant, parse_key_values, parse_variants
 from silhouette_lightning.cli import main
 
 
-class LinkParser(HTMLParser):
-    """The `src` of every image and the `href` of every link of a page."""
-
-    def __init__(self):
-        super().__init__()
-        self.images, self.links = [], []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "img":
-            self.images.append(attrs["src"])
-        if tag == "a":
-            self.links.append(attrs["href"])
-        assert tag not in ("script", "link", "iframe"), f"an external resource: <{tag}>"
-
-
 def bench_args(cli_args, *extra, name="bench"):
     return ["benchmark", *cli_args("--save-images", "best", "--image-every", "0", name=name), *extra]
-
-
-def tiny_flags(tmp_path, mask_folder, *extra, name="bench"):
-    """A small benchmark on in-memory tiny models: 3 masks x 2 classes x 2 restarts, 4 steps."""
-    return [
-        "--data",
-        str(mask_folder),
-        "--masks",
-        "--classes",
-        "1,3",
-        "--restarts",
-        "2",
-        "--steps",
-        "4",
-        "--batch-size",
-        "4",
-        "--seg-size",
-        "32",
-        "--out",
-        str(tmp_path / "out"),
-        "--name",
-        name,
-        "--accelerator",
-        "cpu",
-        "--save-images",
-        "none",
-        "--image-every",
-        "0",
-        "--heldout",
-        "none",
-        *extra,
-    ]
-
-
-def run_tiny(argv, generator, ensemble, log):
-    settings, variants, base = parse_args(argv)
-    return run_benchmark(
-        settings, variants, base, generator=generator, ensemble=ensemble, log=log, enable_progress_bar=False
-    )
 
 
 def test_compare_writes_one_row_set_per_variant_from_their_own_outputs(tmp_path, mask_folder, tiny_generator):
