@@ -77,6 +77,7 @@ def check_lightning_settings(config: SwapConfig):
     return connector.cluster_environment
 
 
+PROCESSES_PER_CORE = 2  # CPU processes allowed per core (--devices on the CPU)
 PROCESS_GB = 0.4  # resident memory of one CPU process with the tiny models, measured (grows with the networks)
 
 
@@ -92,8 +93,10 @@ def available_gb() -> float | None:
 
 
 def cpu_process_problem(config: SwapConfig, *, cores: int | None = None, memory_gb: float | None = None) -> str | None:
-    """Why `--devices N` on the CPU cannot run here, or None: each device is a process, so N may not exceed the
-    cores (they would only wait for each other) nor the memory N processes need (at least PROCESS_GB each)."""
+    """Why `--devices N` on the CPU cannot run here, or None: each device is a process, so N may not exceed
+    PROCESSES_PER_CORE x the cores (far more processes than cores only wait for each other; a few more still
+    run, e.g. 3 processes on 2 cores, which checks an odd world size) nor the memory N processes need (at least
+    PROCESS_GB each)."""
     devices = config.devices
     on_cpu = str(config.accelerator).lower() == "cpu" or (
         config.accelerator == "auto" and not torch.cuda.is_available()
@@ -101,10 +104,10 @@ def cpu_process_problem(config: SwapConfig, *, cores: int | None = None, memory_
     if not on_cpu or not isinstance(devices, int) or isinstance(devices, bool) or devices <= 1:
         return None
     cores = cores or os.cpu_count() or 1
-    if devices > cores:
+    if devices > PROCESSES_PER_CORE * cores:
         return (
             f"--devices {devices} on the CPU starts {devices} processes, but this machine has {cores} cores: "
-            f"use --devices {cores} or fewer"
+            f"use --devices {cores} or fewer (at most {PROCESSES_PER_CORE * cores})"
         )
     memory_gb = available_gb() if memory_gb is None else memory_gb
     if memory_gb is not None and devices * PROCESS_GB > memory_gb:

@@ -80,7 +80,7 @@ def test_two_processes_write_the_tables_of_one(tmp_path, mask_folder, mode):
     ]
     one = _bench([*flags, "--devices", "1", "--name", "one"])
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _bench([*flags, "--devices", "2", "--strategy", "ddp", "--name", "two"])
+    two = _bench([*flags, "--devices", "2", "--strategy", "ddp", "--verbose", "--name", "two"])  # Lightning says it
     assert two.returncode == 0, two.stderr[-3000:]
     assert "Starting with 2 processes" in two.stdout + two.stderr, "the run did not use two processes"
     _same_tables(tmp_path / "out" / "one", tmp_path / "out" / "two", tables)

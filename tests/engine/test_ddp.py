@@ -31,7 +31,8 @@ def test_many_processes_give_the_answer_of_one(cli_args, torch_home, tmp_path, w
     one = _train(cli_args("--save-images", "best", "--devices", "1", name="one"), torch_home)
     assert one.returncode == 0, one.stderr[-3000:]
     many = _train(
-        cli_args("--save-images", "best", "--devices", str(world), "--strategy", "ddp", name="many"), torch_home
+        cli_args("--save-images", "best", "--devices", str(world), "--strategy", "ddp", "--verbose", name="many"),
+        torch_home,
     )
     assert many.returncode == 0, many.stderr[-3000:]
     assert f"Starting with {world} processes" in many.stdout + many.stderr, f"the run did not use {world} processes"

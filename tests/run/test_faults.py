@@ -20,7 +20,8 @@ from silhouette_lightning.run.lightning import cpu_process_problem
 def test_cpu_devices_beyond_the_cores_or_the_memory_are_refused():
     config = replace(SwapConfig(), accelerator="cpu", devices=64)
     assert "this machine has 2 cores: use --devices 2 or fewer" in cpu_process_problem(config, cores=2, memory_gb=23)
-    assert cpu_process_problem(replace(config, devices=2), cores=2, memory_gb=23) is None
+    assert cpu_process_problem(replace(config, devices=3), cores=2, memory_gb=23) is None  # an odd world size
+    assert "at most 4" in cpu_process_problem(replace(config, devices=5), cores=2, memory_gb=23)
     assert "GB are available" in cpu_process_problem(replace(config, devices=8), cores=16, memory_gb=2.0)
     assert cpu_process_problem(replace(config, accelerator="gpu"), cores=2, memory_gb=1) is None  # not processes
 
