@@ -417,6 +417,18 @@ def _html_table(rows: list[dict], columns: list[str]) -> str:
     return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
+KEY_COLUMNS = ("variant", "class", "class_name")  # repeated in each part of a split table
+PART_COLUMNS = 9  # value columns per part: the parts fit a 1000-px page without sideways scrolling
+
+
+def _split_tables(rows: list[dict], columns: list[str]) -> str:
+    """A wide table as several narrower ones, each with the key columns first, so nothing scrolls sideways."""
+    keys = [c for c in columns if c in KEY_COLUMNS]
+    values = [c for c in columns if c not in KEY_COLUMNS]
+    parts = [values[i : i + PART_COLUMNS] for i in range(0, len(values), PART_COLUMNS)] or [[]]
+    return "".join(_html_table(rows, keys + part) for part in parts)
+
+
 def _interval_cell(text: str) -> str:
     """A `value [low, high]` cell on two lines, the interval smaller; bold where it ends with `*` (excludes zero)."""
     value, _, interval = text.partition(" [")
@@ -528,7 +540,7 @@ def compare_page(
         _differences_html(variants),
         "<h2>Best-so-far IoU over steps</h2>"
         + (_img(curves_png, "best-so-far IoU over steps per variant") if curves_png else "<p>no results yet</p>"),
-        "<h2>Per variant and class</h2>" + _html_table(rows, columns),
+        "<h2>Per variant and class</h2>" + _split_tables(rows, columns),
         runtime_section,
     ]
     if recovery is not None:

@@ -48,6 +48,11 @@ def test_compare_writes_one_row_set_per_variant_from_their_own_outputs(tmp_path,
     assert a["mean_best_iou"] != b["mean_best_iou"], "two different settings gave the same numbers"
     md = (root / "compare.md").read_text()
     assert md.split("\n## ")[0].count("| loss=mse |") == 3 and "success ≥0.5" in md  # the first table
+    import re
+
+    html_page = (root / "compare.html").read_text()
+    widths = [head.count("<th") for head in re.findall(r"<thead>(.*?)</thead>", html_page, flags=re.S)]
+    assert widths and max(widths) <= 3 + 9, f"a table too wide for the page: {widths} columns"
     assert Image.open(root / "compare_curves.png").size[0] > 300
     # The page: every picture embedded, every link a file of the benchmark.
     page = LinkParser()
