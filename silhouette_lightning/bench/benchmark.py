@@ -371,7 +371,7 @@ def run_benchmark(
     for config in configs:
         check_variant_dir(config)
     # Decided once, before any run: under DDP every rank re-runs this command and must make the same choices.
-    finished = [variant_finished(c) for c in configs]
+    finished = [not c.fresh and variant_finished(c) for c in configs]  # --fresh: every variant starts over
     weights_of_every_variant(
         [c for c, done in zip(configs, finished, strict=True) if not done],
         generator=generator,

@@ -126,6 +126,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     a("--max-pixels", type=int, help=f"skip source images larger than this (default {d.max_pixels})")
     a("--out", help=f"output folder (default {d.out})")
     a("--name", help="run name: results go to OUT/NAME (default: <data folder>-<generator>)")
+    a(
+        "--fresh",
+        action="store_true",
+        default=None,
+        help="replace what OUT/NAME holds (results, pictures, caches) "
+        "and start over; without it a run on a folder of the same settings resumes it",
+    )
     g = p.add_argument_group("Lightning")
     g.add_argument("--accelerator", help=f"cpu, gpu, auto (default {d.accelerator})")
     g.add_argument("--devices", type=_devices, help=f"devices per node, or auto (default {d.devices})")

@@ -116,6 +116,7 @@ class SwapConfig:
     # fixed chunk shape on GPUs: runs repeat bit for bit for any --batch-size and process count (README)
     deterministic: bool = False
     verbose: bool = False  # show Lightning's own messages as well as the tool's
+    fresh: bool = False  # replace what OUT/NAME holds (its results, pictures and caches) instead of resuming it
     default_classes: dict[str, list[str | int]] = field(default_factory=dict)
 
     # Settings that may change between a run and its resumption without changing any result.
@@ -134,6 +135,7 @@ class SwapConfig:
             "thresholds",  # convergence.csv is recomputed from all records at the end of every run
             "deterministic",  # the same results up to float rounding
             "verbose",
+            "fresh",
         }
     )
 

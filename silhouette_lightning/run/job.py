@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -110,8 +111,32 @@ def eprint(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+def clear_run_dir(run_dir: Path, log) -> None:
+    """`--fresh`: empty a run folder (all but the lock this run holds) so that the run starts over. Only a folder
+    that holds a run (config.yaml) or nothing is emptied: a mistyped --out must not lose other files."""
+    if not run_dir.is_dir():
+        return
+    entries = [p for p in run_dir.iterdir() if p.name != ".lock"]
+    if not entries:
+        return
+    if not (run_dir / "config.yaml").exists():
+        raise UsageError(
+            f"--fresh: {run_dir} holds files but no run (no config.yaml): not emptying it; choose another "
+            "--out or --name"
+        )
+    for path in entries:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    log(f"--fresh: emptied {run_dir} ({len(entries)} entries); starting over")
+
+
 def check_run_dir(config: SwapConfig) -> None:
-    """Refuse to mix results of different settings: `OUT/NAME` must be new or hold a run of these settings."""
+    """Refuse to mix results of different settings: `OUT/NAME` must be new or hold a run of these settings (or be
+    replaced: `--fresh`)."""
+    if config.fresh:
+        return
     run_dir = config.run_dir
     saved = run_dir / "config.yaml"
     if saved.exists():
@@ -125,7 +150,7 @@ def check_run_dir(config: SwapConfig) -> None:
             diffs = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
             raise UsageError(
                 f"{run_dir} holds a run with other settings ({diffs}); pass --name to start a new run, "
-                "or the same settings to resume it"
+                "--fresh to replace this one, or the same settings to resume it"
             )
 
 
@@ -207,6 +232,8 @@ def run_job(
     subjects = {s.subject for s in sources} if data is None else None
     if first_process():  # before any weights load: a second run on the folder fails at once
         held.enter_context(run_folder_lock(config.run_dir))
+        if config.fresh:
+            clear_run_dir(config.run_dir, log)
     if config.pretrained or generator is None:  # every missing file named at once, before any is loaded
         ensure_weights(
             needed_files(

@@ -149,3 +149,25 @@ def test_a_benchmark_offline_names_every_missing_file_and_writes_nothing(cli_arg
     for name in ("fcn_resnet50", "deeplabv3_resnet50"):
         assert segmenter_weights_path(name)[0].name in err, name
     assert not (tmp_path / "out" / "offline" / "benchmark.yaml").exists()
+
+
+def test_fresh_replaces_a_run_folder_and_the_refusal_names_it(cli_args, tmp_path, capsys):
+    """Issue 23: a folder a run left is resumed (same settings) or replaced with --fresh (a clear choice)."""
+    assert main(cli_args("--save-images", "none", name="again")) == 0
+    run = tmp_path / "out" / "again"
+    before = sorted(p.name for p in (run / "trajectories").iterdir())
+    assert main(cli_args("--save-images", "none", "--lr", "0.05", name="again")) == 2
+    assert "--fresh to replace this one" in capsys.readouterr().err
+    assert main(cli_args("--save-images", "none", "--lr", "0.05", "--fresh", name="again")) == 0
+    assert "--fresh: emptied" in capsys.readouterr().err
+    after = sorted(p.name for p in (run / "trajectories").iterdir())
+    assert after and not set(after) & set(before), "every record was made again"
+    assert "lr: 0.05" in (run / "config.yaml").read_text()
+
+
+def test_fresh_never_empties_a_folder_that_holds_no_run(cli_args, tmp_path, capsys):
+    keep = tmp_path / "out" / "mine" / "thesis.tex"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("years of work")
+    assert main(cli_args("--save-images", "none", "--fresh", name="mine")) == 2
+    assert "not emptying it" in capsys.readouterr().err and keep.read_text() == "years of work"
