@@ -8,7 +8,8 @@ result does not depend on its row or on when it started: refilling changes the w
 
 Restart pruning compares a (source, class)'s restarts at the same step, so with it the queue hands out whole
 groups (consecutive pending trajectories of one group) and a group waits until it fits in the free rows; a restart
-that ended before the pruning step has left its row but still counts in that ranking (module.py keeps its best).
+that ended before the pruning step has left its row but still counts in that ranking (the row table keeps its
+best: search/rows.py).
 """
 
 from __future__ import annotations
