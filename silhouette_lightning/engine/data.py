@@ -117,6 +117,9 @@ class PlanFeeder:
         return start
 
 
+LARGE_PLAN = 100_000  # trajectories from which planning is announced
+
+
 @dataclass
 class Plan:
     """What a run does: every trajectory (in result order) and the sources it skips."""
@@ -214,6 +217,9 @@ class SwapData(LightningDataModule):
         ]
         class_ids = {subject: ids for subject, ids in class_ids.items() if ids}
         ok = [p for p in prepared if p.ok]
+        count = sum(len(class_ids[p.subject]) for p in ok) * self.restarts
+        if count >= LARGE_PLAN:  # planning itself takes a while and memory: say so before it starts
+            self.log(f"planning {count} trajectories ({len(ok)} source(s) x classes x {self.restarts} restarts)")
         trajectories = enumerate_trajectories(
             [(p.key, p.subject, class_ids[p.subject]) for p in ok], self.restarts, self.seed
         )

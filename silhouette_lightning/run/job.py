@@ -23,6 +23,7 @@ from silhouette_lightning.core.files import atomic_write_text
 from silhouette_lightning.core.run_lock import first_process, run_folder_lock
 from silhouette_lightning.engine.data import SwapData
 from silhouette_lightning.engine.distributed import build_strategy
+from silhouette_lightning.engine.estimate import RunEstimate
 from silhouette_lightning.engine.module import SilhouetteSwap
 from silhouette_lightning.engine.panels import ImagePanels
 from silhouette_lightning.engine.progress import TrajectoryProgress
@@ -322,6 +323,7 @@ def run_job(
         logger=ContinuedTensorBoardLogger(run_dir),
         callbacks=[
             *progress,
+            RunEstimate(log),
             writer,
             ImagePanels(config.image_every, data_dir=data_dir, max_pixels=config.max_pixels, fit=config.fit),
             ReserveSteps(),

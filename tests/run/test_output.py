@@ -14,15 +14,19 @@ from conftest import read_csv
 
 from silhouette_lightning import __version__
 from silhouette_lightning.cli import main
+from silhouette_lightning.engine import data as data_module
 from silhouette_lightning.outputs.records import load_records
 
 ROOT = Path(__file__).resolve().parents[2]
 LIGHTNING_CHATTER = ("GPU available", "TPU available", "litlogger", "`Trainer.fit` stopped", "Epoch 0")
 
 
-def test_a_run_says_the_tools_lines_only(cli_args, capfd, caplog):
+def test_a_run_says_the_tools_lines_only(cli_args, capfd, caplog, monkeypatch):
     """Lightning's messages go to its own stderr handler, or to the root logger's when one is set up before it is
-    imported (pytest's, in a whole test session): both are looked at."""
+    imported (pytest's, in a whole test session): both are looked at. A large plan is announced before planning
+    (the bar lowered to this run's 12 trajectories), and every run says its bound and, after its first steps, its
+    time."""
+    monkeypatch.setattr(data_module, "LARGE_PLAN", 12)
     assert main(cli_args("--save-images", "none", name="quiet")) == 0
     out, err = capfd.readouterr()
     said = out + err + caplog.text
@@ -30,6 +34,10 @@ def test_a_run_says_the_tools_lines_only(cli_args, capfd, caplog):
     assert "run folder:" in err and "results:" in err and "report.html" in err
     bar = err.replace("\r", "\n")
     assert "swapping" in bar and "12/12 trajectories" in bar, bar[-1500:]  # 3 sources x 2 classes x 2 restarts
+    assert "planning 12 trajectories (3 source(s) x classes x 2 restarts)" in err
+    assert "12 trajectories in chunks of 4 rows: at most " in err, err[-2000:]
+    estimate = [line for line in bar.splitlines() if "estimate: " in line]
+    assert len(estimate) == 1 and " s per chunk step, at most " in estimate[0], estimate
 
     assert main(cli_args("--save-images", "none", "--verbose", name="verbose")) == 0
     out, err = capfd.readouterr()
