@@ -29,13 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the tool; exit code 0 when every (source, class) pair is done, 2 bad input or settings (with a one-line
     reason, no traceback), 130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM (finished results are kept).
 
-    `train.py benchmark ...` (first word) runs the benchmark subcommand (benchmark.py) instead.
+    `train.py benchmark ...` (first word) runs the benchmark subcommand (bench/benchmark.py) instead, and
+    `train.py report FOLDER ...` rebuilds the pages of finished folders (bench/rebuild.py).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["benchmark"]:
         from silhouette_lightning.bench.benchmark import main as benchmark_main
 
         return benchmark_main(argv[1:])
+    if argv[:1] == ["report"]:
+        from silhouette_lightning.bench.rebuild import main as report_main
+
+        return report_main(argv[1:])
     try:
         config, print_config = _parse(argv)
         if print_config:

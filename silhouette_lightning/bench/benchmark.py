@@ -196,6 +196,16 @@ def check_benchmark_dir(root: Path, settings: BenchmarkSettings) -> None:
         raise UsageError(f"cannot write to the output folder {root}: {e.strerror or e}; choose another --out") from None
 
 
+def record_comparison(root: Path, variants: list[Variant], judge: str) -> None:
+    """Add to `benchmark.yaml` what the comparison was made of (labels and folders, in order) and the judge it
+    used, so `train.py report` can rebuild the pages from the folder alone."""
+    saved = root / "benchmark.yaml"
+    settings = (yaml.safe_load(saved.read_text()) or {}) if saved.exists() else {}
+    settings["judge"] = judge
+    settings["variants"] = [{"label": v.label, "folder": v.folder, "source": v.source} for v in variants]
+    atomic_write_text(saved, yaml.safe_dump(settings, sort_keys=False))
+
+
 def check_variant_dir(config: SwapConfig) -> None:
     """A variant folder that holds a run of other settings is an error now, before any variant runs."""
     from silhouette_lightning.run.job import check_run_dir
@@ -410,6 +420,7 @@ def run_benchmark(
         judge = judge_of(settings.judge, configs)
         pairs = [(v, c.run_dir) for v, c in zip(variants, configs, strict=True)]
         write_comparison(root, pairs, mode=settings.mode, judge=judge)
+        record_comparison(root, variants, judge)
         log(f"comparison: {root / 'compare.md'}  (page: {root / 'compare.html'})")
     return root
 

@@ -338,3 +338,21 @@ def write_report(run_dir: Path, stats: list[dict] | None = None) -> Path:
     """Write `run_dir/report.html` (see `build_report`), and the runtime figures it shows (`write_runtime_plots`)."""
     runtime_rows, _ = write_runtime_plots(run_dir, runtime_runs(run_dir))
     return atomic_write_text(Path(run_dir) / "report.html", build_report(run_dir, stats, runtime_rows))
+
+
+def rebuild_pages(run_dir: Path) -> Path:
+    """Rebuild a finished (or stopped) run's statistics and pages from its folder alone, as its end did:
+    convergence.csv/.json from its records (held-out IoU from results.csv), the plots, the runtime figures and
+    report.html. Nothing is optimized; the tables and pictures of the swaps are left as they are."""
+    from silhouette_lightning.outputs.convergence import DEFAULT_THRESHOLDS, write_convergence
+    from silhouette_lightning.outputs.plots import write_plots
+    from silhouette_lightning.outputs.records import load_records, read_results
+    from silhouette_lightning.outputs.runtime import heldout_values
+
+    run_dir = Path(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    thresholds = (config or {}).get("thresholds") or DEFAULT_THRESHOLDS
+    heldout = heldout_values(read_results(run_dir)) if (run_dir / "results.csv").exists() else {}
+    rows = write_convergence(run_dir, load_records(run_dir).values(), thresholds, heldout)
+    write_plots(run_dir, rows)
+    return write_report(run_dir, rows)

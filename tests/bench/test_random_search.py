@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import decisive_ensemble, read_csv, run_tiny, tiny_flags
 
+from silhouette_lightning.cli import main as cli_main
 from silhouette_lightning.outputs.records import load_records
 from silhouette_lightning.outputs.runtime import FORWARD_COST, spent_units, start_units
 
@@ -38,7 +39,9 @@ def test_random_search_spends_exactly_the_budget_of_its_reference(tmp_path, mask
     assert "| random |" in (root / "compare.md").read_text()
 
 
-def test_a_rerun_on_finished_folders_optimizes_nothing_and_judges_as_told(tmp_path, mask_folder, tiny_generator):
+def test_a_rerun_on_finished_folders_optimizes_nothing_and_judges_as_told(
+    tmp_path, mask_folder, tiny_generator, capsys
+):
     flags = tiny_flags(tmp_path, mask_folder, "--compare", "loss=mse", "random")
     logs: list[str] = []
     root = run_tiny(flags, tiny_generator, decisive_ensemble(), logs.append)
@@ -50,6 +53,18 @@ def test_a_rerun_on_finished_folders_optimizes_nothing_and_judges_as_told(tmp_pa
     assert not any("running" in line or "warm-up" in line for line in logs)
     assert sorted(p.stat().st_mtime_ns for p in root.rglob("part-*.pt")) == parts, "no trajectory ran again"
     assert "Judged by the optimized IoU" in (root / "compare.md").read_text()
+
+    # `train.py report` rebuilds the same pages from the folder alone, judged as recorded in benchmark.yaml
+    pages = ["compare.md", "compare.csv", "compare_runtime.csv", "compare.html", "loss=mse/report.html"]
+    before = {page: (root / page).read_bytes() for page in pages}
+    for page in pages:
+        (root / page).unlink()
+    assert cli_main(["report", str(root)]) == 0
+    assert {page: (root / page).read_bytes() for page in pages} == before
+    assert cli_main(["report", str(root), "--judge", "heldout"]) == 2  # these tiny runs have no held-out model
+    assert "not every variant has held-out IoUs" in capsys.readouterr().err
+    assert (root / "compare.md").read_bytes() == before["compare.md"], "a refused rebuild leaves the pages"
+    assert sorted(p.stat().st_mtime_ns for p in root.rglob("part-*.pt")) == parts, "report optimizes nothing"
 
 
 def test_random_alone_and_bad_judges_are_refused(tmp_path, mask_folder, tiny_generator, capsys):
