@@ -212,11 +212,18 @@ def tiny_flags(tmp_path, mask_folder, *extra, name="bench"):
     ]
 
 
-def run_tiny(argv, generator, ensemble, log):
+def run_tiny(argv, generator, ensemble, log, heldout_model=None):
     """`train.py benchmark ARGV` in this process on the given (tiny) models."""
     from silhouette_lightning.bench.benchmark import parse_args, run_benchmark
 
     settings, variants, base = parse_args(argv)
     return run_benchmark(
-        settings, variants, base, generator=generator, ensemble=ensemble, log=log, enable_progress_bar=False
+        settings,
+        variants,
+        base,
+        generator=generator,
+        ensemble=ensemble,
+        heldout_model=heldout_model,
+        log=log,
+        enable_progress_bar=False,
     )

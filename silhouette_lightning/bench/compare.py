@@ -175,9 +175,12 @@ def runtime_comparison(
     every = {variant.label: variant_runs(run_dir, judge=judge) for variant, run_dir in variants}
     every = {label: runs for label, runs in every.items() if runs}
     out = {"targets": targets, "judge": judge, "stats": [], "ecdf": {}, "ert": {}, "differences": [], "fixed": {}}
+    out["runs_of"] = "trajectories"
     if not every:
         return out
     everything = [r for runs in every.values() for r in runs]
+    if any(r["curve"] is None for r in everything):  # held-out IoU per pair only (records of earlier versions)
+        out["runs_of"] = "pairs"
     grid, budgets = runtime.budget_grid(everything), runtime.fixed_budgets(everything)
     for label, runs in every.items():
         rows = runtime.runtime_stats(runs, targets, resamples=resamples, seed=seed)
@@ -205,7 +208,7 @@ def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]
     labels = list(dict.fromkeys(r["variant"] for r in stats))
     tables = {}
     for name, statistic, digits in (("ert", "ert", None), ("success", "success_rate", 2)):
-        header = ["variant", "trajectories" if runtime_["judge"] == "optimized" else "pairs"]
+        header = ["variant", runtime_["runs_of"]]
         header += [f"{'ERT' if name == 'ert' else 'success'} @ {t:g}" for t in targets]
         rows = []
         for label in labels:
@@ -239,7 +242,7 @@ def runtime_tables(runtime_: dict) -> dict[str, tuple[list[str], list[list[str]]
             )
         rows.append(cells)
     tables["differences"] = (header, rows)
-    header = ["variant", "class", "trajectories" if runtime_["judge"] == "optimized" else "pairs"]
+    header = ["variant", "class", runtime_["runs_of"]]
     header += [f"ERT @ {t:g}" for t in targets]
     rows = []
     for label in labels:
@@ -268,8 +271,23 @@ RUNTIME_NOTE = (
     "ERT: units spent by all trajectories (up to success, or all their units) over the number that reach the "
     "target; \u221e: none does. Intervals: 95% percentile bootstrap over (source, class) pairs, {resamples} resamples. "
     "Differences: variant minus baseline on the same pairs, resampled jointly; * marks an interval that excludes zero. "
-    "Judged by the {judge} IoU."
+    "Judged by the {judge} IoU{how}."
 )
+JUDGED = {
+    ("optimized", "trajectories"): " at every step",
+    ("heldout", "trajectories"): " of each trajectory's best so far, scored at its frame steps only (not every step:"
+    " a runtime counts from the first frame step at or past the target)",
+    ("heldout", "pairs"): " of each pair's final answer only (records without per-step held-out scores): a pair is"
+    " one run that spends all its restarts' units",
+}
+
+
+def runtime_note(runtime_: dict, resamples: int) -> str:
+    """The note above the runtime tables: units, intervals, and how the judge's IoU was known."""
+    from silhouette_lightning.outputs.runtime import FORWARD_COST
+
+    how = JUDGED.get((runtime_["judge"], runtime_.get("runs_of", "trajectories")), "")
+    return RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"], how=how)
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -283,14 +301,13 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 def runtime_markdown(runtime_: dict, *, resamples: int) -> str:
     """The runtime section of compare.md: ERT and success per target, paired differences."""
-    from silhouette_lightning.outputs.runtime import FORWARD_COST
 
     if not runtime_["stats"]:
         return ""
     tables = runtime_tables(runtime_)
     parts = [
         "\n## Runtime\n\n",
-        RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"]) + "\n",
+        runtime_note(runtime_, resamples) + "\n",
         "\n### ERT per target (units)\n\n" + _markdown(*tables["ert"]),
         "\n### Success rate per target\n\n" + _markdown(*tables["success"]),
         "\n### Mean best IoU at fixed budgets\n\n" + _markdown(*tables["fixed"]),
@@ -458,12 +475,11 @@ def _cells_table(header: list[str], rows: list[list[str]], text_columns: int = 1
 
 def runtime_html(runtime_: dict, figures: dict[str, bytes], *, resamples: int) -> str:
     """The runtime section of compare.html: note, ERT and success tables, ECDF and ERT figures, differences."""
-    from silhouette_lightning.outputs.runtime import FORWARD_COST
 
     if not runtime_["stats"]:
         return ""
     tables = runtime_tables(runtime_)
-    note = RUNTIME_NOTE.format(cost=FORWARD_COST, resamples=resamples, judge=runtime_["judge"])
+    note = runtime_note(runtime_, resamples)
     parts = [
         "<h2>Runtime to target IoU</h2>",
         f"<p class='note'>{html.escape(note)}</p>",

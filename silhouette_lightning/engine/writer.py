@@ -105,6 +105,7 @@ class ResultWriter(Callback):
         finished = pl_module.take_finished()
         if finished is not None and trainer.is_global_zero:
             records = trajectory_records(finished, self.plan.trajectories)
+            self._heldout_history(pl_module, records)
             write_records(self.run_dir, records)
             self._keep_histories(records)
             for r in records:
@@ -153,7 +154,7 @@ class ResultWriter(Callback):
     def _keep_histories(self, records) -> None:
         """Keep what convergence statistics need of each record (its latents and frames are dropped)."""
         for r in records:
-            light = {k: v for k, v in r.items() if k not in ("best_z", "frames")}
+            light = {k: v for k, v in r.items() if k not in ("best_z", "frames", "best_frames", "best_frames_class")}
             self.histories[(r["source"], r["class_id"], r["restart"])] = light
 
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -212,6 +213,32 @@ class ResultWriter(Callback):
         channel = torch.tensor([VOC_CLASSES.index(best["subject"])], device=device)
         target = load_target(self.plan.targets_dir, best["source"])[None].to(device)  # [1, S, S]
         return float(heldout_iou(self.heldout, image, channel, target)[0])
+
+    @torch.no_grad()
+    def _heldout_history(self, pl_module, records: list[dict]) -> None:
+        """The held-out judge per step: each trajectory's best-so-far latent at its frame steps, scored by the
+        held-out model (`heldout_history`, one IoU per frame step; `frames` generator and held-out passes per
+        trajectory, not one per step). The frames of one trajectory are one batch, so the chunk's composition cannot
+        change the scores. The best-so-far latents themselves are not kept on disk."""
+        targets: dict[str, torch.Tensor] = {}
+        for r in records:
+            best_frames, best_frames_class = r.pop("best_frames", None), r.pop("best_frames_class", None)
+            if self.heldout is None or best_frames is None:
+                continue
+            device = pl_module.device
+            self.heldout.to(device)
+            n = len(best_frames)
+            with torch.autocast(device.type, enabled=False):  # fp32, as the pair's held-out score
+                class_vectors = None if best_frames_class is None else best_frames_class.to(device).float()
+                images = pl_module.generate(
+                    best_frames.to(device).float(), torch.full((n,), r["class_id"], device=device), class_vectors
+                ).clamp(0, 1)
+            if r["source"] not in targets:
+                targets[r["source"]] = load_target(self.plan.targets_dir, r["source"]).to(device)
+            channels = torch.full((n,), VOC_CLASSES.index(r["subject"]), device=device)
+            target = targets[r["source"]].expand(n, *targets[r["source"]].shape)
+            r["heldout_history"] = heldout_iou(self.heldout, images, channels, target).float().cpu()
+            r["heldout_model"] = self.heldout_name
 
     def _log_heldout(self, trainer, rows: list[dict]) -> None:
         """TensorBoard `results/iou_heldout` beside `results/iou_optimized`: means over newly finished pairs."""

@@ -89,6 +89,10 @@ def trajectory_records(finished: TrajectoryResult, trajectories: Sequence) -> li
             "ended_at": int(finished.ended_at[i]),
             "ended_by": finished.ended_by[i],
         }
+        if finished.best_frames is not None:  # for the held-out judge; the writer drops them once scored
+            record["best_frames"] = finished.best_frames[i].clone()
+            if finished.best_frames_class is not None:
+                record["best_frames_class"] = finished.best_frames_class[i].clone()
         if finished.best_class is not None:  # --class-lr: the optimized class vectors, and the nearest class
             best_class = finished.best_class[i].clone()
             record |= {

@@ -25,10 +25,16 @@ Definitions, for a target IoU T:
   the same resampled pairs; an interval that excludes zero is a difference the pairs' sampling cannot explain.
 
 The judge (`runs(judge=...)`): "optimized" judges by the IoU the search optimized, known at every step (the
-`iou_history`), one run per trajectory. "heldout" judges by the held-out segmenter's IoU (models/heldout.py),
-which exists only for each pair's final best restart (results.csv's `heldout_iou`): per-step held-out curves are
-not available, so a pair is one run that spends the units of all its restarts and reaches T, if at all, only at
-the end of its budget. Runtimes under the two judges are thus not on the same scale (a pair is R trajectories).
+`iou_history`), one run per trajectory. "heldout" judges by the held-out segmenter's IoU (models/heldout.py) of
+the same answer: at each frame step (search/rows.py `frame_steps`, `--frames` of them, first and last included)
+the writer scores each trajectory's best-so-far latent (chosen by the optimized IoU, as the search's answer is)
+with the held-out model (the record's `heldout_history`), not at every step. A run's held-out curve at step t is
+the score at the last frame step <= t (unknown before the first), and at its last step the score of its final
+answer; so under "heldout" a runtime is counted at the first frame step that reaches T (up to steps / (frames -
+1) units late), and the curve need not rise (the optimized choice can score lower on the held-out model).
+Records without `heldout_history` (runs of earlier versions) fall back to the pair's final held-out IoU
+(results.csv's `heldout_iou`): a pair is then one run that spends the units of all its restarts and reaches T,
+if at all, at the end of its budget, on another scale than the per-trajectory runs.
 """
 
 from __future__ import annotations
@@ -108,8 +114,9 @@ def runs(
     """The runs the statistics count, from trajectory records (those with an `iou_history`).
 
     `judge`: "optimized" (one run per trajectory, judged by its optimized IoU at every step) or "heldout" (one
-    run per (source, class) pair in `heldout`, judged by its final held-out IoU: per-step held-out curves are
-    not available; see the module docstring). `start`: each trajectory's `start_units`.
+    run per trajectory, judged at its frame steps by the held-out IoU of its best so far, `heldout_history`;
+    records without one: one run per (source, class) pair in `heldout`, judged by its final held-out IoU; see
+    the module docstring). `start`: each trajectory's `start_units`.
     Each run: {"source", "class_id", "pair", "spent": units, "final": its IoU at the end, "curve": best-so-far
     IoU per step (a float64 tensor up to its last step; None under "heldout"), "start"}.
     """
@@ -120,6 +127,22 @@ def runs(
         out = []
         for r in records:
             curve = best_so_far(r["iou_history"], int(r["stopped_at"]))[: last_step(r) + 1]
+            out.append(
+                {
+                    "source": r["source"],
+                    "class_id": int(r["class_id"]),
+                    "pair": (r["source"], int(r["class_id"])),
+                    "spent": spent_units(r, start),
+                    "final": float(curve[-1]),
+                    "curve": curve,
+                    "start": start,
+                }
+            )
+        return out
+    if records and all(r.get("heldout_history") is not None for r in records):
+        out = []
+        for r in records:
+            curve = heldout_curve(r)
             out.append(
                 {
                     "source": r["source"],
@@ -150,6 +173,20 @@ def runs(
         for p, units in spent.items()
         if p in heldout
     ]
+
+
+def heldout_curve(record: dict) -> Tensor:
+    """A trajectory's held-out curve per step up to its last step (float64; NaN before its first frame step):
+    the `heldout_history` score of the last frame step <= t, and at the last step that of its final answer
+    (after its last step a trajectory's best so far is frozen, so its last frame holds its answer)."""
+    last = last_step(record)
+    curve = torch.full((last + 1,), math.nan, dtype=torch.float64)
+    scores = torch.as_tensor(record["heldout_history"], dtype=torch.float64)
+    for step, score in zip(record["frame_steps"], scores.tolist(), strict=True):
+        if step <= last:
+            curve[step:] = score
+    curve[last] = scores[-1]
+    return curve
 
 
 def run_runtime(run: dict, target: float) -> float:
@@ -250,7 +287,8 @@ def best_at_budget(run: dict, budget: float) -> float | None:
     if run["curve"] is None:
         return run["final"] if budget >= run["spent"] else None
     step = math.floor(budget - run["start"]) - 1
-    return None if step < 0 else float(run["curve"][min(step, len(run["curve"]) - 1)])
+    value = None if step < 0 else float(run["curve"][min(step, len(run["curve"]) - 1)])
+    return None if value is None or math.isnan(value) else value  # NaN: before a held-out curve's first frame
 
 
 def fixed_budget(runs_: list[dict], budgets: Iterable[float] | None = None) -> list[dict]:

@@ -44,7 +44,9 @@ class TrajectoryResult:
     [N, Z], its IoU, loss and step; `stopped_at` (non-finite at that step, -1 none), `ended_at` / `ended_by`
     (early stop or pruning); `frames` [N, F, Z] the latents at `frame_steps`; `iou_history` / `loss_history`
     [N, steps + 1]; `seed` the seed of each starting latent; `seconds` [N] float64 each one's share of the wall
-    time; with `--class-lr`, `best_class` [N, K] and `frames_class` [N, F, K].
+    time; with `--class-lr`, `best_class` [N, K] and `frames_class` [N, F, K]. `best_frames` [N, F, Z] (and
+    `best_frames_class` [N, F, K]): the best-so-far latent at each frame step, which the held-out judge scores
+    (engine/writer.py, outputs/runtime.py).
     """
 
     index: Tensor
@@ -64,6 +66,8 @@ class TrajectoryResult:
     seconds: Tensor
     best_class: Tensor | None = None
     frames_class: Tensor | None = None
+    best_frames: Tensor | None = None
+    best_frames_class: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -149,16 +153,18 @@ class RowTable:
         self.best_loss = torch.full((chunk,), float("inf"), device=device)
         self.best_step = torch.zeros(chunk, **longs)
         self.frames = torch.zeros(chunk, len(self.frame_steps), z_dim, device=device)
+        self.best_frames = torch.zeros_like(self.frames)  # [G, F, Z]: best so far at each frame step
         self.iou_history = torch.zeros(chunk, steps + 1, device=device)  # IoU of every step, for curves
         self.loss_history = torch.zeros(chunk, steps + 1, device=device)  # loss of every step
         # frame slot of each step (-1: not a frame step), to keep frames without a host sync
         self.frame_slot = torch.full((steps + 1,), -1, **longs)
         self.frame_slot[torch.tensor(self.frame_steps)] = torch.arange(len(self.frame_steps), device=device)
         self.targets = torch.zeros(batch, *target_size, device=device)  # [B, S, S]: this rank's rows only
-        self.best_class = self.frames_class = None
+        self.best_class = self.frames_class = self.best_frames_class = None
         if class_dim is not None:
             self.best_class = torch.zeros(chunk, class_dim, device=device)  # [G, K]
             self.frames_class = torch.zeros(chunk, len(self.frame_steps), class_dim, device=device)
+            self.best_frames_class = torch.zeros_like(self.frames_class)
 
     # ------------------------------------------------------------------ which rows are where (host lists)
 
@@ -201,7 +207,7 @@ class RowTable:
         at = torch.tensor(rows, device=device)
         if class_vector is not None:
             self.best_class[at] = class_vector[at]
-            self.frames_class[at] = 0
+            self.frames_class[at] = self.best_frames_class[at] = 0
         for k, row in enumerate(rows):
             self.index[row], self.step[row], self.seconds[row] = indices[k], 0, 0.0
             self.last_index[row] = indices[k]
@@ -215,6 +221,7 @@ class RowTable:
         self.best_z[at] = z[at]
         self.best_iou[at], self.best_loss[at], self.best_step[at] = -1.0, float("inf"), 0
         self.frames[at], self.iou_history[at], self.loss_history[at] = 0.0, 0.0, 0.0
+        self.best_frames[at] = 0.0
         mine = [row - rank * self.batch for row, m in zip(rows, self.own(rows, rank), strict=True) if m]
         if mine:
             self.targets[torch.tensor(mine, device=device)] = start.targets.to(self.targets)
@@ -242,8 +249,10 @@ class RowTable:
         slot = self.frame_slot[row_step]  # [G]: which frame this step is, -1 for none
         framed, at = (slot >= 0)[:, None], slot.clamp_min(0)
         self.frames[rows, at] = torch.where(framed, z, self.frames[rows, at])
+        self.best_frames[rows, at] = torch.where(framed, self.best_z, self.best_frames[rows, at])
         if class_vector is not None:
             self.frames_class[rows, at] = torch.where(framed, class_vector, self.frames_class[rows, at])
+            self.best_frames_class[rows, at] = torch.where(framed, self.best_class, self.best_frames_class[rows, at])
 
     @torch.no_grad()
     def end_early(self, row_step: Tensor, search: SearchOptions) -> None:
@@ -289,8 +298,12 @@ class RowTable:
             history[at] = torch.where(after, history[at].gather(1, end[:, None]), history[at])
         later = torch.tensor(self.frame_steps, device=device) > end[:, None]  # [n, F]
         self.frames[at] = torch.where(later[..., None], z[at, None], self.frames[at])
+        self.best_frames[at] = torch.where(later[..., None], self.best_z[at, None], self.best_frames[at])
         if class_vector is not None:
             self.frames_class[at] = torch.where(later[..., None], class_vector[at, None], self.frames_class[at])
+            self.best_frames_class[at] = torch.where(
+                later[..., None], self.best_class[at, None], self.best_frames_class[at]
+            )
 
     def results(self, rows: list[int]) -> TrajectoryResult:
         """The results of the trajectories of finished `rows`, on the CPU."""
@@ -314,6 +327,8 @@ class RowTable:
             seconds=torch.tensor([self.seconds[r] for r in rows], dtype=torch.float64),  # its share of each step
             best_class=self.best_class[keep].cpu() if with_class else None,
             frames_class=self.frames_class[keep].cpu() if with_class else None,
+            best_frames=self.best_frames[keep].cpu(),
+            best_frames_class=self.best_frames_class[keep].cpu() if with_class else None,
         )
 
     def release(self, rows: list[int], results: TrajectoryResult, prune_after: int | None) -> None:

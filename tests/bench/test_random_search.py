@@ -67,6 +67,23 @@ def test_a_rerun_on_finished_folders_optimizes_nothing_and_judges_as_told(
     assert sorted(p.stat().st_mtime_ns for p in root.rglob("part-*.pt")) == parts, "report optimizes nothing"
 
 
+def test_the_heldout_judge_counts_each_trajectory_at_its_frame_steps(tmp_path, mask_folder, tiny_generator):
+    """`--judge auto` with a held-out model: one run per trajectory (12, not 6 pairs), said on the page."""
+    from conftest import ColorSegmenter
+
+    from silhouette_lightning.models.segmenters import SegmenterEnsemble
+
+    heldout = SegmenterEnsemble([ColorSegmenter(2)], [1.0], 32)
+    flags = tiny_flags(tmp_path, mask_folder, "--heldout", "deeplabv3_mobilenet_v3_large", "--compare", "loss=mse")
+    root = run_tiny(flags, tiny_generator, decisive_ensemble(), lambda *a: None, heldout_model=heldout)
+    md = (root / "compare.md").read_text()
+    assert "Judged by the heldout IoU of each trajectory's best so far, scored at its frame steps only" in md
+    runs_ = {r["statistic"]: r["value"] for r in read_csv(root / "compare_runtime.csv") if r["class"] == "all"}
+    assert runs_["runs"] == "12"  # 3 masks x 2 classes x 2 restarts
+    records = load_records(root / "loss=mse").values()
+    assert all(len(r["heldout_history"]) == len(r["frame_steps"]) for r in records)
+
+
 def test_random_alone_and_bad_judges_are_refused(tmp_path, mask_folder, tiny_generator, capsys):
     from silhouette_lightning.bench.benchmark import main
 

@@ -11,7 +11,7 @@ from torchvision.models import get_model
 from silhouette_lightning.cli import main
 from silhouette_lightning.engine import writer
 from silhouette_lightning.inputs.target_maps import target_path
-from silhouette_lightning.outputs.records import regenerate
+from silhouette_lightning.outputs.records import load_records, regenerate
 
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 DOG = 12  # VOC index
@@ -64,6 +64,21 @@ def test_heldout_iou_equals_an_independent_computation(cli_args, tmp_path, heldo
         assert convergence[(class_id, "all", "heldout_iou_count")] == len(mine)
         assert convergence[(class_id, "all", "heldout_iou_mean")] == pytest.approx(sum(mine) / len(mine), abs=1e-5)
     assert convergence[("all", "all", "heldout_iou_mean")] == pytest.approx(sum(heldout) / len(heldout), abs=1e-5)
+
+    # the held-out judge per step: every trajectory's best so far scored at its frame steps (the latents not kept)
+    records = load_records(run)
+    best = {(r["source"], int(r["class_id"])): float(r["heldout_iou"]) for r in rows}
+    for (source, class_id, _), r in records.items():
+        assert "best_frames" not in r and r["heldout_model"] == "deeplabv3_mobilenet_v3_large"
+        scores = r["heldout_history"]
+        assert len(scores) == len(r["frame_steps"]) and ((scores >= 0) & (scores <= 1)).all()
+        for step, score in zip(r["frame_steps"], scores.tolist(), strict=True):
+            if step >= r["best_step"]:  # the best so far there is the final answer
+                assert score == pytest.approx(float(scores[-1]), abs=1e-6), (source, class_id, step)
+    for (source, class_id), score in best.items():
+        mine = [r for (s, c, _), r in records.items() if (s, c) == (source, class_id)]
+        answer = max(mine, key=lambda r: (r["best_iou"], -r["best_loss"], -r["restart"]))
+        assert float(answer["heldout_history"][-1]) == pytest.approx(score, abs=1e-5), (source, class_id)
 
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     assert {"results/iou_heldout", "results/iou_optimized"} <= set(events.Tags()["scalars"])

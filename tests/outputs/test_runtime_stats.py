@@ -12,6 +12,7 @@ from silhouette_lightning.outputs.runtime import (
     ert,
     ert_by_pair,
     fixed_budget,
+    heldout_curve,
     heldout_values,
     paired_difference,
     paired_differences,
@@ -140,6 +141,35 @@ def test_heldout_judge_counts_a_pair_as_one_run_known_at_its_end():
         runs([A], judge="heldout")
     with pytest.raises(ValueError, match="judge must be"):
         runs([A], judge="best")
+
+
+def test_heldout_judge_per_step_reads_the_scores_of_the_frame_steps():
+    """With `heldout_history` (best so far scored at frame steps 0, 2, 4): one run per trajectory whose curve holds
+    the last frame's score, the final answer's at its last step; not monotone; unknown before a first frame."""
+    a = A | {"frame_steps": [0, 2, 4], "heldout_history": torch.tensor([0.1, 0.65, 0.55])}
+    c = C | {"frame_steps": [0, 2, 4], "heldout_history": torch.tensor([0.2, 0.3, 0.3])}  # ended at step 2
+    assert heldout_curve(a).tolist() == pytest.approx([0.1, 0.1, 0.65, 0.65, 0.55])
+    assert heldout_curve(c).tolist() == pytest.approx([0.2, 0.2, 0.3])
+    judged = runs([a, c], judge="heldout", start=1.0)  # the pair's final held-out IoU is not needed
+    assert [(r["pair"], r["spent"], round(r["final"], 6)) for r in judged] == [
+        (("s1", 1), 6.0, 0.55),
+        (("s2", 1), 4.0, 0.3),
+    ]
+    assert run_runtime(judged[0], 0.6) == 1.0 + 2 + 1  # first reached at frame step 2, though it ends lower
+    assert run_runtime(judged[0], 0.7) == math.inf and run_runtime(judged[1], 0.25) == 1.0 + 2 + 1
+    assert runtimes(judged, [0.6, 0.25]).tolist() == [[4.0, 2.0 + 2], [math.inf, 4.0]]
+    assert ert(judged, 0.6) == (4.0 + 4.0) / 1  # a up to its success, c all of its 4 units
+    assert best_at_budget(judged[0], 3.0) == pytest.approx(0.1) and best_at_budget(judged[0], 6.0) == pytest.approx(
+        0.55
+    )
+
+    one_frame = A | {"frame_steps": [4], "heldout_history": torch.tensor([0.7])}  # --frames 1: the last step only
+    curve = heldout_curve(one_frame)
+    assert curve[:4].isnan().all() and curve[4] == pytest.approx(0.7)
+    (run,) = runs([one_frame], judge="heldout")
+    assert best_at_budget(run, 3.0) is None and run_runtime(run, 0.6) == 5.0
+    mixed = runs([a, C], judge="heldout", heldout={("s1", 1): 0.5, ("s2", 1): 0.4})  # C of an earlier version
+    assert [r["curve"] for r in mixed] == [None, None], "without every per-step score: per pair, at the end"
 
 
 def synthetic(values_per_pair, class_id=1):
