@@ -204,15 +204,22 @@ class ResultWriter(Callback):
             saved = torch.load(latent, weights_only=True)
             if saved.get("heldout") == self.heldout_name and "heldout_iou" in saved:
                 return float(saved["heldout_iou"])
+        class_vector = best["best_class"][None] if "best_class" in best else None  # --class-lr
+        return float(self._score_latents(pl_module, best["best_z"][None], class_vector, best)[0])
+
+    def _score_latents(self, pl_module, z: torch.Tensor, class_vectors, where: dict) -> torch.Tensor:
+        """Held-out IoUs `[n]` of the images of latents `z` [n, Z] (and class vectors [n, K]) of one trajectory or
+        group `where` (its class, subject and source), generated in fp32 as `regenerate` makes them."""
         device = pl_module.device
         self.heldout.to(device)
-        z = best["best_z"][None].to(device).float()  # [1, Z]
-        with torch.autocast(device.type, enabled=False):  # as `regenerate` makes it: fp32
-            class_vector = best["best_class"][None].to(device).float() if "best_class" in best else None  # --class-lr
-            image = pl_module.generate(z, torch.tensor([best["class_id"]], device=device), class_vector).clamp(0, 1)
-        channel = torch.tensor([VOC_CLASSES.index(best["subject"])], device=device)
-        target = load_target(self.plan.targets_dir, best["source"])[None].to(device)  # [1, S, S]
-        return float(heldout_iou(self.heldout, image, channel, target)[0])
+        n = len(z)
+        with torch.autocast(device.type, enabled=False):
+            class_vectors = None if class_vectors is None else class_vectors.to(device).float()
+            class_ids = torch.full((n,), where["class_id"], device=device)
+            images = pl_module.generate(z.to(device).float(), class_ids, class_vectors).clamp(0, 1)
+        channels = torch.full((n,), VOC_CLASSES.index(where["subject"]), device=device)
+        target = load_target(self.plan.targets_dir, where["source"]).to(device)  # [S, S]
+        return heldout_iou(self.heldout, images, channels, target.expand(n, *target.shape))
 
     @torch.no_grad()
     def _heldout_history(self, pl_module, records: list[dict]) -> None:
@@ -220,24 +227,11 @@ class ResultWriter(Callback):
         held-out model (`heldout_history`, one IoU per frame step; `frames` generator and held-out passes per
         trajectory, not one per step). The frames of one trajectory are one batch, so the chunk's composition cannot
         change the scores. The best-so-far latents themselves are not kept on disk."""
-        targets: dict[str, torch.Tensor] = {}
         for r in records:
             best_frames, best_frames_class = r.pop("best_frames", None), r.pop("best_frames_class", None)
             if self.heldout is None or best_frames is None:
                 continue
-            device = pl_module.device
-            self.heldout.to(device)
-            n = len(best_frames)
-            with torch.autocast(device.type, enabled=False):  # fp32, as the pair's held-out score
-                class_vectors = None if best_frames_class is None else best_frames_class.to(device).float()
-                images = pl_module.generate(
-                    best_frames.to(device).float(), torch.full((n,), r["class_id"], device=device), class_vectors
-                ).clamp(0, 1)
-            if r["source"] not in targets:
-                targets[r["source"]] = load_target(self.plan.targets_dir, r["source"]).to(device)
-            channels = torch.full((n,), VOC_CLASSES.index(r["subject"]), device=device)
-            target = targets[r["source"]].expand(n, *targets[r["source"]].shape)
-            r["heldout_history"] = heldout_iou(self.heldout, images, channels, target).float().cpu()
+            r["heldout_history"] = self._score_latents(pl_module, best_frames, best_frames_class, r).float().cpu()
             r["heldout_model"] = self.heldout_name
 
     def _log_heldout(self, trainer, rows: list[dict]) -> None:

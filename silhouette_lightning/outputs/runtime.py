@@ -94,7 +94,7 @@ def _reaches(curve: Tensor, target: float) -> Tensor:
 def runtime_to_target(record: dict, target: float, start: float = 0.0) -> float:
     """Units spent when the trajectory's best-so-far IoU first reaches `target` (`start + t + 1` at the first
     such step t); inf if it never does."""
-    curve = best_so_far(record["iou_history"], int(record["stopped_at"]))[: last_step(record) + 1]
+    curve = optimized_curve(record)
     hits = torch.nonzero(_reaches(curve, target))
     return start + int(hits[0]) + 1 if len(hits) else math.inf
 
@@ -123,38 +123,10 @@ def runs(
     if judge not in JUDGES:
         raise ValueError(f"judge must be one of {', '.join(JUDGES)}, got {judge!r}")
     records = [r for r in records if r.get("iou_history") is not None]
-    if judge == OPTIMIZED:
-        out = []
-        for r in records:
-            curve = best_so_far(r["iou_history"], int(r["stopped_at"]))[: last_step(r) + 1]
-            out.append(
-                {
-                    "source": r["source"],
-                    "class_id": int(r["class_id"]),
-                    "pair": (r["source"], int(r["class_id"])),
-                    "spent": spent_units(r, start),
-                    "final": float(curve[-1]),
-                    "curve": curve,
-                    "start": start,
-                }
-            )
-        return out
-    if records and all(r.get("heldout_history") is not None for r in records):
-        out = []
-        for r in records:
-            curve = heldout_curve(r)
-            out.append(
-                {
-                    "source": r["source"],
-                    "class_id": int(r["class_id"]),
-                    "pair": (r["source"], int(r["class_id"])),
-                    "spent": spent_units(r, start),
-                    "final": float(curve[-1]),
-                    "curve": curve,
-                    "start": start,
-                }
-            )
-        return out
+    per_step = judge == OPTIMIZED or (records and all(r.get("heldout_history") is not None for r in records))
+    if per_step:  # one run per trajectory, its curve known at every step (optimized) or every frame step
+        curve_of = optimized_curve if judge == OPTIMIZED else heldout_curve
+        return [_trajectory_run(r, curve_of(r), start) for r in records]
     if heldout is None:
         raise ValueError('judge="heldout" needs the held-out IoU of each pair (heldout_values(read_results(run)))')
     spent: dict[Pair, float] = defaultdict(float)
@@ -173,6 +145,25 @@ def runs(
         for p, units in spent.items()
         if p in heldout
     ]
+
+
+def optimized_curve(record: dict) -> Tensor:
+    """A trajectory's best-so-far optimized IoU per step, up to its last step."""
+    return best_so_far(record["iou_history"], int(record["stopped_at"]))[: last_step(record) + 1]
+
+
+def _trajectory_run(record: dict, curve: Tensor, start: float) -> dict:
+    """One trajectory as a run of `runs`, judged by `curve`."""
+    pair = (record["source"], int(record["class_id"]))
+    return {
+        "source": pair[0],
+        "class_id": pair[1],
+        "pair": pair,
+        "spent": spent_units(record, start),
+        "final": float(curve[-1]),
+        "curve": curve,
+        "start": start,
+    }
 
 
 def heldout_curve(record: dict) -> Tensor:
