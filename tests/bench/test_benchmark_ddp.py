@@ -77,6 +77,9 @@ def test_two_processes_write_the_tables_of_one(tmp_path, mask_folder, mode):
         "0",
         "--out",
         str(tmp_path / "out"),
+        # one intra-op thread per process: else 1 process (2 threads) and 2 (1 each) round differently, and Adam
+        # amplified that past 1e-5 in the recovery table (CI, 2026-12-08)
+        "--deterministic",
     ]
     one = _bench([*flags, "--devices", "1", "--name", "one"])
     assert one.returncode == 0, one.stderr[-3000:]
