@@ -42,8 +42,9 @@ def test_end_to_end(cli_args, tmp_path, capsys):
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/iou", "train/iou_best", "train/iou/dog"} <= tags
-    # 2 chunks of 4 (+ padding) x 3 steps: one loss point per optimizer step
-    assert len(events.Scalars("train/loss")) >= 3
+    # every 10th step and the last (--log-every's default)
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps and all((s + 1) % 10 == 0 for s in steps[:-1]), steps
     assert events.Tags()["images"], "no TensorBoard image panels"
     assert "results.csv" in capsys.readouterr().err
 
@@ -65,6 +66,7 @@ def test_unknown_class_is_an_error_before_any_work(cli_args, tmp_path, capsys):
         ("--steps", "0", "steps"),
         ("--lr", "-1", "lr"),
         ("--segmenters", "lraspp_mobilenet_v3_large:0", "sum"),
+        ("--log-every", "0", "--log-every"),
     ],
 )
 def test_out_of_range_settings_exit_2(cli_args, flag, value, message, capsys):
@@ -76,6 +78,24 @@ def test_out_of_range_settings_exit_2(cli_args, flag, value, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_log_every_thins_the_scalars_and_changes_no_result(cli_args, tmp_path):
+    """--log-every 3 writes the same tags at every third step and the last, with the every-step run's values."""
+    quiet = ("--save-images", "none", "--deterministic", "--image-every", "0")
+    assert main(cli_args(*quiet, "--log-every", "1", name="every")) == 0
+    assert main(cli_args(*quiet, "--log-every", "3", name="second")) == 0
+    every, second = (tmp_path / "out" / name for name in ("every", "second"))
+    assert read_csv(every / "results.csv") == read_csv(second / "results.csv")
+    full = EventAccumulator(str(every / "tensorboard")).Reload()
+    thin = EventAccumulator(str(second / "tensorboard")).Reload()
+    assert set(thin.Tags()["scalars"]) == set(full.Tags()["scalars"]) >= {"train/loss", "train/iou", "train/iou_best"}
+    for tag in ("train/loss", "train/iou", "train/iou_best"):
+        steps = {e.step: e.value for e in full.Scalars(tag)}
+        kept = {e.step: e.value for e in thin.Scalars(tag)}
+        last = max(steps)
+        assert last >= 6 and sorted(kept) == [s for s in sorted(steps) if (s + 1) % 3 == 0 or s == last], tag
+        assert all(kept[s] == steps[s] for s in kept), tag
 
 
 def test_missing_data_folder(cli_args, tmp_path, capsys):

@@ -29,7 +29,17 @@ def _settings(run_dir: Path) -> dict:
 
 
 # Settings that say where a variant is written or how it is shown, not what it computes
-_NOT_COMPARED = {"out", "name", "save_images", "image_every", "blend", "verbose", "data", "default_classes"}
+_NOT_COMPARED = {
+    "out",
+    "name",
+    "save_images",
+    "image_every",
+    "log_every",
+    "blend",
+    "verbose",
+    "data",
+    "default_classes",
+}
 
 
 def differing_settings(variants: list[tuple]) -> tuple[list[str], list[dict]]:

@@ -124,6 +124,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         f"(default {','.join(f'{t:g}' for t in d.thresholds)})",
     )
     a("--image-every", type=int, help=f"TensorBoard image panel every N steps, 0 never (default {d.image_every})")
+    a(
+        "--log-every",
+        type=int,
+        help=f"TensorBoard scalars (train/iou, loss, iou_best, per subject) every N steps (default {d.log_every})",
+    )
     a("--max-pixels", type=int, help=f"skip source images larger than this (default {d.max_pixels})")
     a("--out", help=f"output folder (default {d.out})")
     a("--name", help="run name: results go to OUT/NAME (default: <data folder>-<generator>)")

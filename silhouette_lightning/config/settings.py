@@ -100,6 +100,7 @@ class SwapConfig:
     blend: str = "soft"  # composites: soft-edged mask, or "poisson" (OpenCV seamlessClone, optional dependency)
     thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])  # IoU levels of convergence.csv
     image_every: int = 5  # TensorBoard image panel every N steps (0: never)
+    log_every: int = 10  # TensorBoard step scalars every N latent steps and the last (cost: docs/benchmark.md)
     max_pixels: int = 50_000_000  # larger source images are skipped (decompression bombs)
     out: str = "runs"
     name: str | None = None
@@ -131,6 +132,7 @@ class SwapConfig:
             "name",
             "save_images",
             "image_every",
+            "log_every",
             "blend",
             "thresholds",  # convergence.csv is recomputed from all records at the end of every run
             "deterministic",  # the same results up to float rounding
@@ -257,7 +259,7 @@ def validate(c: SwapConfig) -> None:
         problems.append(f"--name must be a folder name inside --out, without / or \\ or .., got {c.name!r}")
     if not 0 < c.truncation <= 1:
         problems.append(f"--truncation must be in (0, 1], got {c.truncation}")
-    for name in ("restarts", "steps", "seg_size", "frames", "num_nodes", "max_pixels"):
+    for name in ("restarts", "steps", "seg_size", "frames", "num_nodes", "max_pixels", "log_every"):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
@@ -386,4 +388,5 @@ def views(c: SwapConfig, *, batch_size: int | None = None) -> dict:
         ),
         "adam": AdamOptions(lr=float(c.lr), betas=tuple(c.betas)),
         "search": search_options(c),
+        "log_every": c.log_every,
     }

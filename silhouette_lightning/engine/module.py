@@ -58,9 +58,12 @@ class SilhouetteSwap(LightningModule):
         objective: ObjectiveOptions,
         adam: AdamOptions,
         search: SearchOptions | None = None,
+        log_every: int = 1,
         hparams: dict | None = None,
     ) -> None:
-        """The typed views come from `SwapConfig.views()` (every default is written there)."""
+        """The typed views come from `SwapConfig.views()` (every default is written there). `log_every`: the
+        step's scalars are logged on every N-th step and the last (the steps where a Trainer made with
+        `log_every_n_steps=N` writes them; they change no result)."""
         super().__init__()
         if hparams:
             self.save_hyperparameters(hparams)  # shown in TensorBoard; the networks are not hyperparameters
@@ -74,10 +77,14 @@ class SilhouetteSwap(LightningModule):
         self.z_dim = generator.config.z_dim
         self.num_classes = generator.config.num_classes
         self.search = search or SearchOptions.plain()
+        if log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {log_every}")
+        self.log_every = int(log_every)
         self.objective = Objective(generator, ensemble, objective)
         self.iou_metric = MeanIoU()
         self.feeder: Feeder | None = None  # set before fit: where the rows' trajectories come from
         self.rows: RowTable | None = None  # allocated at the first step
+        self.shown: dict[str, Tensor] = {}  # the last logged step's mean IoU and best-so-far, for the progress bar
         self.report = StepReport()  # what the last step loaded and finished
         self.z = nn.Parameter(torch.zeros(rows.batch_size, self.z_dim))  # resized to the global chunk in setup
         # --class-lr: the class vector of each row is a parameter too ([G, K]), else the fixed one-hot
@@ -222,8 +229,16 @@ class SilhouetteSwap(LightningModule):
             optimizer.optimizer.update_rows = moving
             optimizer.step()
 
-        self._log_step(all_loss, all_iou, alive)
+        if self._ticks_run % self.log_every == 0 or self._is_last_step(alive):
+            self._log_step(all_loss, all_iou, alive)
         self._finish_rows(alive)
+
+    def _is_last_step(self, alive: list[bool]) -> bool:
+        """Whether every trajectory ends with this step (`_finish_rows` will stop the run): Lightning writes the
+        logged scalars on that step whatever `log_every` says, so they must be this step's."""
+        if self.feeder.queue:
+            return False
+        return all(not alive[r] or self.rows.step[r] == self.steps for r in self.rows.occupied())
 
     def _class_detached(self) -> Tensor | None:
         return self.class_vector.detach() if self.class_vector is not None else None
@@ -277,16 +292,21 @@ class SilhouetteSwap(LightningModule):
     # ------------------------------------------------------------------ logging
 
     def _log_step(self, loss: Tensor, iou: Tensor, alive: list[bool]) -> None:
-        """The step's scalars over the live trajectories (index tensors from host lists: no wait for the device)."""
+        """The step's scalars over the live trajectories (index tensors from host lists: no wait for the device).
+
+        Not `prog_bar`: Lightning converts progress-bar values to floats on every step, logged or not, one device
+        wait each; the bar (progress.py) reads `shown` instead, once per logged step."""
         occupied = self.rows.occupied()
         live = [r for r in occupied if alive[r]]
         if not live:
             return
         at = torch.tensor(live, device=self.z.device)
-        self.iou_metric(iou[at])
-        self.log("train/iou", self.iou_metric, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/loss", loss[at].mean(), prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/iou_best", self.rows.group_best_mean(occupied), prog_bar=True, on_step=True, on_epoch=False)
+        iou_now = self.iou_metric(iou[at])  # this step's mean (the metric's forward)
+        best = self.rows.group_best_mean(occupied)
+        self.log("train/iou", self.iou_metric, on_step=True, on_epoch=False)
+        self.log("train/loss", loss[at].mean(), on_step=True, on_epoch=False)
+        self.log("train/iou_best", best, on_step=True, on_epoch=False)
+        self.shown = {"iou": iou_now, "best": best}  # a new dict per logged step: the bar converts it once
         for channel in sorted({self.rows.channel[r] for r in live}):  # train/iou/<subject>
             rows = torch.tensor([r for r in live if self.rows.channel[r] == channel], device=iou.device)
             self.log(f"train/iou/{VOC_CLASSES[channel]}", iou[rows].mean(), on_step=True, on_epoch=False)

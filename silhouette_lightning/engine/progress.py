@@ -21,6 +21,7 @@ class TrajectoryProgress(TQDMProgressBar):
     def __init__(self, refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self._done = 0
+        self._shown, self._postfix = None, {}
 
     def init_train_tqdm(self) -> Tqdm:
         return Tqdm(
@@ -44,9 +45,10 @@ class TrajectoryProgress(TQDMProgressBar):
         if bar is None or bar.disable:
             return
         bar.n = self._done
-        metrics = trainer.progress_bar_metrics
-        shown = {"iou": "train/iou", "best": "train/iou_best"}
-        bar.set_postfix({k: f"{float(metrics[m]):.3f}" for k, m in shown.items() if m in metrics}, refresh=False)
+        if pl_module.shown is not self._shown:  # a logged step (--log-every): one wait for the device, not each step
+            self._shown = pl_module.shown
+            self._postfix = {k: f"{float(v):.3f}" for k, v in self._shown.items()}
+        bar.set_postfix(self._postfix, refresh=False)
         bar.refresh()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

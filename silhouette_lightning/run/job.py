@@ -316,7 +316,7 @@ def run_job(
         precision=config.precision,
         max_epochs=1,
         use_distributed_sampler=False,
-        log_every_n_steps=1,
+        log_every_n_steps=config.log_every,  # the module logs on the same steps
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,

@@ -84,7 +84,7 @@ def test_rerun_of_a_finished_run_says_so_without_lightning_warnings(cli_args, ca
 def test_resumed_run_counts_pairs_and_continues_tensorboard_steps(cli_args, tmp_path, monkeypatch, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = _args(cli_args, "--save-images", "none")
+    args = _args(cli_args, "--save-images", "none", "--log-every", "1")
     args[args.index("--batch-size") + 1] = "2"  # 3 chunks of one (source, class) pair each
     with interrupted_after_first_chunk(monkeypatch), pytest.raises(SystemExit):
         main(args)
