@@ -306,29 +306,44 @@ class RowTable:
             )
 
     def results(self, rows: list[int]) -> TrajectoryResult:
-        """The results of the trajectories of finished `rows`, on the CPU."""
+        """The results of the trajectories of finished `rows`, on the CPU (copied with one wait: `to_host`)."""
         keep = torch.tensor(rows, device=self.best_z.device)
         with_class = self.best_class is not None
+        names = [
+            "best_z",
+            "best_iou",
+            "best_loss",
+            "best_step",
+            "stopped_at",
+            "frames",
+            "iou_history",  # [N, steps + 1]
+            "loss_history",  # [N, steps + 1]
+            "start_seeds",
+            "ended_at",
+            "ended_by",
+            "best_frames",
+        ] + (["best_class", "frames_class", "best_frames_class"] if with_class else [])
+        host = dict(zip(names, to_host([getattr(self, name)[keep] for name in names]), strict=True))
         return TrajectoryResult(
             index=torch.tensor([self.index[r] for r in rows]),
             group=torch.tensor([self.group[r] for r in rows]),
-            best_z=self.best_z[keep].cpu(),
-            best_iou=self.best_iou[keep].cpu(),
-            best_loss=self.best_loss[keep].cpu(),
-            best_step=self.best_step[keep].cpu(),
-            stopped_at=self.stopped_at[keep].cpu(),
-            frames=self.frames[keep].cpu(),
+            best_z=host["best_z"],
+            best_iou=host["best_iou"],
+            best_loss=host["best_loss"],
+            best_step=host["best_step"],
+            stopped_at=host["stopped_at"],
+            frames=host["frames"],
             frame_steps=list(self.frame_steps),
-            iou_history=self.iou_history[keep].cpu(),  # [N, steps + 1]
-            loss_history=self.loss_history[keep].cpu(),  # [N, steps + 1]
-            seed=self.start_seeds[keep].cpu(),
-            ended_at=self.ended_at[keep].cpu(),
-            ended_by=[ENDED[int(code)] for code in self.ended_by[keep].tolist()],
+            iou_history=host["iou_history"],
+            loss_history=host["loss_history"],
+            seed=host["start_seeds"],
+            ended_at=host["ended_at"],
+            ended_by=[ENDED[code] for code in host["ended_by"].tolist()],
             seconds=torch.tensor([self.seconds[r] for r in rows], dtype=torch.float64),  # its share of each step
-            best_class=self.best_class[keep].cpu() if with_class else None,
-            frames_class=self.frames_class[keep].cpu() if with_class else None,
-            best_frames=self.best_frames[keep].cpu(),
-            best_frames_class=self.best_frames_class[keep].cpu() if with_class else None,
+            best_class=host.get("best_class"),
+            frames_class=host.get("frames_class"),
+            best_frames=host["best_frames"],
+            best_frames_class=host.get("best_frames_class"),
         )
 
     def release(self, rows: list[int], results: TrajectoryResult, prune_after: int | None) -> None:
@@ -382,3 +397,16 @@ class HandOver:
         """The results ready since the last take (None: none)."""
         ready, self.ready = self.ready, None
         return ready
+
+
+def to_host(tensors: list[Tensor]) -> list[Tensor]:
+    """CPU copies of `tensors` with one wait for the device instead of one per tensor.
+
+    The device-to-host copies are queued without blocking (into pinned memory), then each CUDA device's current
+    stream is synchronized once, which the copies need before they are read (PyTorch's guide to `non_blocking`).
+    CPU tensors come back as they are: the callers pass fresh tensors (index results), never a table's own.
+    """
+    host = [t.to("cpu", non_blocking=True) for t in tensors]
+    for device in {t.device for t in tensors if t.device.type == "cuda"}:
+        torch.cuda.current_stream(device).synchronize()
+    return host

@@ -17,6 +17,7 @@ from lightning.pytorch import Callback
 
 from silhouette_lightning.config.settings import SwapConfig
 from silhouette_lightning.run.job import run
+from silhouette_lightning.search import rows
 
 SYNCING = ("tolist", "item", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__", "__index__")
 # torch.optim's functional Adam reads its step count with `.item()`; that count is a CPU tensor by torch's design
@@ -29,6 +30,8 @@ class SyncCounter(Callback):
 
     def __init__(self) -> None:
         self.steps: list[dict] = []
+        self.host: list[torch.Tensor] = []  # what `to_host` returned: host copies, read without a wait
+        self.host_ids: set[int] = set()  # their ids (the list keeps them alive, so no id is reused)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.steps.append({"calls": collections.Counter()})
@@ -53,10 +56,30 @@ def counted(monkeypatch):
         original = getattr(torch.Tensor, name)
 
         def counting(self, *args, _original=original, _name=name, **kwargs):
-            counter.record(_name)
+            if id(self) not in counter.host_ids:
+                counter.record(_name)
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
+    original_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):  # a blocking copy to the host waits; `non_blocking` ones wait in `to_host`
+        target = [a for a in args if isinstance(a, (str, torch.device))] + [kwargs.get("device")]
+        if any(t is not None and torch.device(t).type == "cpu" for t in target) and not kwargs.get("non_blocking"):
+            counter.record("to")
+        return original_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    original_to_host = rows.to_host
+
+    def to_host(tensors):  # its one synchronize
+        counter.record("to_host")
+        host = original_to_host(tensors)
+        counter.host += host
+        counter.host_ids |= {id(t) for t in host}
+        return host
+
+    monkeypatch.setattr(rows, "to_host", to_host)
     return counter
 
 
@@ -109,3 +132,13 @@ def test_logging_every_step_waits_every_step(tmp_path, mask_folder, tiny_generat
     more than the one."""
     tiny_run(tmp_path, mask_folder, counted, tiny_generator, ensemble, log_every=1)
     assert all(sum(calls.values()) > 1 for _, calls in steady(counted)[1:])
+
+
+def test_finished_rows_come_to_the_host_with_one_wait(tmp_path, mask_folder, tiny_generator, ensemble, counted):
+    """A step that finishes rows copies their results with one wait (`rows.to_host`), not one per tensor."""
+    tiny_run(tmp_path, mask_folder, counted, tiny_generator, ensemble, log_every=100)
+    finishing = [s["calls"] for s in counted.steps[:-1] if s["finished"] and not s["loaded"]]  # the last: writer's end
+    assert finishing
+    for calls in finishing:
+        from_results = {site: n for site, n in calls.items() if "search/rows.py" in site}
+        assert list(from_results.values()) == [1] and "to_host" in next(iter(from_results)), calls
