@@ -142,6 +142,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="--log-every value(s) of the --harness runs, comma-separated (1,25): each is timed in every round",
     )
     p.add_argument(
+        "--count-ops",
+        action="store_true",
+        help="with --harness: also count the operators dispatched (torch.profiler, aten::) in one bare step and in "
+        "one steady tool step that logs and one that does not",
+    )
+    p.add_argument(
         "--harness-rounds",
         type=int,
         default=1,
@@ -342,14 +348,73 @@ def measure_matmul_peak(device: torch.device, repeats: int = 10) -> dict:
     return {"dtype": str(dtype).removeprefix("torch."), "n": n, "ms": best_ms, "tflops": 2 * n**3 / best_ms / 1e9}
 
 
-def whole_run(config, generator: nn.Module, ensemble: nn.Module) -> dict:
+def whole_run(config, generator: nn.Module, ensemble: nn.Module, *callbacks) -> dict:
     """Run the whole tool (`silhouette_lightning.run.job.run`) as configured, timing every step (`StepClock`)."""
     from silhouette_lightning.engine.timing import StepClock
     from silhouette_lightning.run.job import run
 
     clock = StepClock()
-    run(config, generator=generator, ensemble=ensemble, callbacks=[clock], log=lambda *a: None)
+    run(config, generator=generator, ensemble=ensemble, callbacks=[clock, *callbacks], log=lambda *a: None)
     return clock.summary()
+
+
+def op_counts(prof) -> dict:
+    """Operators a profiled region dispatched: every `aten::` call, and those not inside another (called from Python
+    or from a non-aten frame, what the host's dispatcher sees first)."""
+    ops = [e for e in prof.events() if e.name.startswith("aten::")]
+
+    def nested(e) -> bool:
+        parent = e.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    return {"aten_ops": len(ops), "top_level_aten_ops": sum(not nested(e) for e in ops)}
+
+
+def count_ops(step: Callable[[], object]) -> dict:
+    """`op_counts` of one call of `step`."""
+    import os
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no "gpuGetDeviceCount failed" line on a machine without GPU
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return op_counts(prof)
+
+
+def op_counter(steps: Sequence[int]):
+    """A Lightning callback that profiles the tool's batches `steps` (start to the next batch start): `counts`."""
+    from lightning.pytorch import Callback
+    from torch.profiler import ProfilerActivity, profile
+
+    class OpCounter(Callback):
+        def __init__(self) -> None:
+            self.counts: dict[int, dict] = {}
+            self._open: tuple[int, object] | None = None
+
+        def _close(self) -> None:
+            if self._open is not None:
+                step, prof = self._open
+                prof.__exit__(None, None, None)
+                self.counts[step] = op_counts(prof) | {"logged": self._logged}
+                self._open = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self._close()
+            if batch_idx in steps:
+                self._logged = (batch_idx + 1) % pl_module.log_every == 0
+                prof = profile(activities=[ProfilerActivity.CPU])
+                prof.__enter__()
+                self._open = (batch_idx, prof)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self._close()
+
+    return OpCounter()
 
 
 def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
@@ -367,6 +432,9 @@ def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = prin
     optimizer = module.configure_optimizers()
     inputs = make_inputs(batch, gen.config.num_classes, size, device)
     bare_ms, tool_s = [], {n: [] for n in args.harness_log_everys}
+    ops: dict = {}
+    if args.count_ops:
+        ops["bare"] = count_ops(lambda: latent_step(module, optimizer, inputs, None))
     with tempfile.TemporaryDirectory() as tmp:
         mask = Image.new("L", (64, 64), 0)
         ImageDraw.Draw(mask).ellipse((10, 8, 54, 56), fill=255)
@@ -397,7 +465,10 @@ def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = prin
                     compile="none",
                     pretrained=False,
                 )
-                tool_s[n].append(whole_run(config, gen, ens)["median_step_s"])
+                counter = op_counter((2, 9)) if args.count_ops and round_ == 0 else None  # steady; 9 logs at 10
+                tool_s[n].append(whole_run(config, gen, ens, *([counter] if counter else []))["median_step_s"])
+                if counter is not None:
+                    ops[f"log_every_{n}"] = counter.counts
     bare_s = statistics.median(bare_ms) / 1000
     result = {"batch": batch, "seg_size": size, "bare_step_s": bare_s, "target": 1.15, "log_every": {}}
     for n, medians in tool_s.items():
@@ -408,6 +479,14 @@ def harness_overhead(args: argparse.Namespace, log: Callable[[str], None] = prin
             f"(batch {batch}, seg {size}, median of {len(medians)} round(s)): {step_s / bare_s:.3f}x "
             f"(target <= 1.15x); rounds {', '.join(f'{m * 1000:.1f}' for m in medians)} ms"
         )
+    if ops:
+        result["ops"] = ops
+        bare_ops = ops["bare"]
+        log(f"aten ops dispatched (all, top level): bare step {bare_ops['aten_ops']}, {bare_ops['top_level_aten_ops']}")
+        for name, counts in ops.items():
+            for step, c in sorted(counts.items()) if name != "bare" else ():
+                kind, label = "logs" if c["logged"] else "does not log", name.replace("_", " ")
+                log(f"  tool, {label}, step {step} ({kind}): {c['aten_ops']}, {c['top_level_aten_ops']}")
     first = result["log_every"][args.harness_log_everys[0]]
     result["harness_step_s"], result["ratio"] = first["harness_step_s"], first["ratio"]
     return result

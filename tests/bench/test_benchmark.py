@@ -135,9 +135,10 @@ def test_harness_and_peak_are_measured_in_the_same_run(bench, tmp_path):
             "--harness-steps",
             "4",
             "--harness-log-every",
-            "1,3",
+            "1,4",
             "--harness-rounds",
             "2",
+            "--count-ops",
             "--measure-peak",
             "--json",
             str(out),
@@ -147,9 +148,12 @@ def test_harness_and_peak_are_measured_in_the_same_run(bench, tmp_path):
     harness = results["harness"]
     assert harness["bare_step_s"] > 0 and harness["harness_step_s"] > 0
     assert harness["ratio"] == pytest.approx(harness["harness_step_s"] / harness["bare_step_s"])
-    assert set(harness["log_every"]) == {"1", "3"}  # JSON keys
+    assert set(harness["log_every"]) == {"1", "4"}  # JSON keys
     assert all(len(v["round_medians_s"]) == 2 for v in harness["log_every"].values())
     assert harness["log_every"]["1"]["harness_step_s"] == harness["harness_step_s"]
+    bare, tool = harness["ops"]["bare"], harness["ops"]["log_every_4"]["2"]  # step 2: steady, not logged at 4
+    assert 0 < bare["top_level_aten_ops"] < bare["aten_ops"] and not tool["logged"]
+    assert tool["top_level_aten_ops"] > bare["top_level_aten_ops"]  # the tool's step does the bare step's and more
     assert "measured in this run" in results["peak_note"] and results["peak_tflops"] > 0
     row = results["rows"][0]
     assert row["percent_of_peak"] == pytest.approx(100 * row["tflops"] / results["peak_tflops"], rel=1e-6)
