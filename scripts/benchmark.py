@@ -406,7 +406,7 @@ def op_counter(steps: Sequence[int]):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             self._close()
             if batch_idx in steps:
-                self._logged = (batch_idx + 1) % pl_module.log_every == 0
+                self._logged = (batch_idx + 1) % getattr(pl_module, "log_every", 1) == 0  # 1: earlier versions
                 prof = profile(activities=[ProfilerActivity.CPU])
                 prof.__enter__()
                 self._open = (batch_idx, prof)
