@@ -127,7 +127,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     a(
         "--log-every",
         type=int,
-        help=f"TensorBoard scalars (train/iou, loss, iou_best, per subject) every N steps (default {d.log_every})",
+        help="TensorBoard step scalars (train/loss, train/iou, train/iou_best, train/iou/<subject>) every N "
+        f"latent steps and at the last (default {d.log_every}; 1: every step)",
     )
     a("--max-pixels", type=int, help=f"skip source images larger than this (default {d.max_pixels})")
     a("--out", help=f"output folder (default {d.out})")
