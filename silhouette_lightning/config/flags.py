@@ -8,7 +8,7 @@ import sys
 
 from silhouette_lightning import __version__
 from silhouette_lightning.config.settings import SAVE_IMAGES, SwapConfig, bundled_configs
-from silhouette_lightning.core.names import COMPILE_MODES, ENSEMBLE_MODES, FITS, LOSSES
+from silhouette_lightning.core.names import COMPILE_MODES, ENSEMBLE_MODES, FITS, LOSSES, PRIORS
 
 
 def _int_or_auto(text: str) -> int | str:
@@ -75,8 +75,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     a(
         "--prior-weight",
         type=float,
-        help="weight of the squared distance of z outside the truncation region "
-        "(|z_i| <= 2 x truncation), added to the loss (default 0: off)",
+        help="weight of the latent prior (--prior) added to the loss (default 0: off)",
+    )
+    a(
+        "--prior",
+        choices=PRIORS,
+        help="box: squared distance of z outside the truncation region (|z_i| <= 2 x truncation); norm: ReNO's "
+        "prior on ||z||, pulling it to a truncated latent's typical radius (use --prior-weight 0.01) "
+        f"(default {d.prior})",
     )
     a("--stop-iou", type=float, help="stop a trajectory once its best IoU reaches this (default: off)")
     a("--patience", type=int, help="stop a trajectory after this many steps without a better IoU (default: off)")

@@ -22,6 +22,7 @@ from silhouette_lightning.core.names import (
     EXACT_STRATEGIES,
     FITS,
     LOSSES,
+    PRIORS,
     heldout_problem,
     parse_ensemble_spec,
 )
@@ -76,7 +77,8 @@ class SwapConfig:
     # best-of-32 starts is the default: it passed the rule for a default (docs/search.md), the others are opt-in
     starts: int = 32  # best-of-N: score N candidate starts per (source, class), keep the best; <= restarts: off
     class_lr: float = 0.0  # learning rate of the class vector, optimized with z from the one-hot (0: fixed class)
-    prior_weight: float = 0.0  # weight of the squared distance of z outside the truncation region, in the loss
+    prior_weight: float = 0.0  # weight of the latent prior in the loss (0: off)
+    prior: str = "box"  # box: squared distance of z outside the truncation region; norm: ReNO's prior on ||z||
     stop_iou: float | None = None  # a trajectory stops once its best IoU reaches this
     patience: int | None = None  # a trajectory stops after this many steps without a better IoU
     prune_after: int | None = None  # after this many steps only the better half of each group's restarts goes on
@@ -340,6 +342,10 @@ def search_problems(c: SwapConfig) -> list[str]:
         value = getattr(c, name)
         if not (_number(value) and value >= 0):
             problems.append(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+    if c.prior not in PRIORS:
+        problems.append(f"--prior must be one of {', '.join(PRIORS)}, got {c.prior!r}")
+    elif c.prior != "box" and _number(c.prior_weight) and c.prior_weight == 0:
+        problems.append(f"--prior {c.prior} needs a --prior-weight above 0 (ReNO uses 0.01)")
     if c.stop_iou is not None and not (_number(c.stop_iou) and 0 < c.stop_iou <= 1):
         problems.append(f"--stop-iou must be in (0, 1], got {c.stop_iou!r}")
     if c.patience is not None and not (_whole(c.patience) and c.patience >= 1):
@@ -384,6 +390,7 @@ def views(c: SwapConfig, *, batch_size: int | None = None) -> dict:
             loss=c.loss,
             ensemble_mode=c.ensemble,
             prior_weight=float(c.prior_weight),
+            prior=c.prior,
             compile="none" if compile_mode == "auto" else compile_mode,
         ),
         "adam": AdamOptions(lr=float(c.lr), betas=tuple(c.betas)),

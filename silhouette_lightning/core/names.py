@@ -9,6 +9,7 @@ from silhouette_lightning.core.errors import UsageError
 FITS = ("pad", "crop", "stretch")  # how a non-square source becomes the square the segmenters see
 LOSSES = ("mse", "bce", "bce_bg", "ce", "soft_ce")  # the silhouette losses (search/losses.py)
 ENSEMBLE_MODES = ("probs", "logits", "losses")  # how the ensemble's members combine (models/ensemble.py)
+PRIORS = ("box", "norm")  # the latent priors `--prior-weight` weighs (search/objective.py, search/priors.py)
 COMPILE_MODES = ("none", "ensemble", "all")  # what `torch.compile` wraps for the training steps
 HELDOUT_NONE = "none"  # `--heldout none`: no held-out score
 DEFAULT_HELDOUT = "deeplabv3_mobilenet_v3_large"  # the smallest VOC segmenter outside the paper's ensemble

@@ -8,17 +8,20 @@ candidates, pictures, the recovery experiment's targets) goes through it, so the
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from silhouette_lightning.core.names import COMPILE_MODES
+from silhouette_lightning.core.names import COMPILE_MODES, PRIORS
 from silhouette_lightning.inputs.trajectories import TRUNCATION_BOUND
 from silhouette_lightning.models.ensemble import ensemble_probs, subject_channel
 from silhouette_lightning.models.images import images as generator_images
 from silhouette_lightning.search.losses import trajectory_loss
 from silhouette_lightning.search.metrics import silhouette_iou
 from silhouette_lightning.search.options import ObjectiveOptions
+from silhouette_lightning.search.priors import norm_prior, norm_prior_mode
 from silhouette_lightning.search.stopping import prior_penalty
 
 __all__ = ["COMPILE_MODES", "Objective"]
@@ -36,7 +39,9 @@ class Objective:
             raise ValueError(f"compile must be none, ensemble or all, got {compile!r}")
         self.generator, self.ensemble = generator, ensemble
         self.truncation, self.loss_name, self.ensemble_mode = truncation, loss, ensemble_mode
-        self.prior_weight = prior_weight
+        self.prior_weight, self.prior_kind = prior_weight, options.prior
+        if self.prior_kind not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior_kind!r}")
         self.num_classes = generator.config.num_classes
         self._segment = torch.compile(ensemble, dynamic=False) if compile == "ensemble" else ensemble
         self._score = torch.compile(self._score_eager, dynamic=False) if compile == "all" else self._score_eager
@@ -89,7 +94,13 @@ class Objective:
         return loss.float(), iou
 
     def prior(self, z: Tensor) -> Tensor:
-        """The prior penalty of latents `[B, Z] -> [B]` (`stopping.prior_penalty` at this truncation)."""
+        """The prior penalty of latents `[B, Z] -> [B]`, 0 at best: "box" is `stopping.prior_penalty` at this
+        truncation; "norm" is ReNO's `priors.norm_prior` with the sigma of a truncated BigGAN latent
+        (`NORM_SIGMA * truncation`), less its minimum (a constant: the same gradient, a loss that stays >= 0)."""
+        if self.prior_kind == "norm":
+            sigma, d = NORM_SIGMA * self.truncation, z.shape[1]
+            floor = (d - 1) * (0.5 - math.log(norm_prior_mode(d, sigma)))  # its value at the mode radius
+            return norm_prior(z.float(), weight=1.0, sigma=sigma) - floor
         return prior_penalty(z.float(), TRUNCATION_BOUND * self.truncation)
 
     @torch.no_grad()
@@ -105,3 +116,8 @@ class Objective:
             images = self.generate(z, class_ids, class_vectors)  # [N, 3, R, R]
             maps = self.subject_maps(self.ensemble(images), channels)  # [N, S, S]
         return images.clamp(0, 1).cpu(), maps.float().cpu()
+
+
+# The standard deviation of a standard normal truncated to [-2, 2] (BigGAN's truncated latents are such a normal
+# times the truncation): sqrt(1 - 4 phi(2) / (Phi(2) - Phi(-2))).
+NORM_SIGMA = 0.8796

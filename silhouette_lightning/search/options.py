@@ -18,6 +18,7 @@ class ObjectiveOptions:
     loss: str  # silhouette loss on the subject channel (search/losses.py)
     ensemble_mode: str  # how the members combine (models/ensemble.py)
     prior_weight: float  # weight of the prior penalty in the loss; 0: off
+    prior: str  # which prior: box (stopping.prior_penalty) or norm (priors.norm_prior)
     compile: str  # what torch.compile wraps: none, ensemble, all
 
 

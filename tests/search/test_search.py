@@ -84,6 +84,7 @@ def test_pack_units_never_splits_a_group():
         (["--starts", "-1"], "--starts"),
         (["--class-lr", "-1"], "--class-lr"),
         (["--prior-weight", "-0.5"], "--prior-weight"),
+        (["--prior", "norm"], "--prior norm needs a --prior-weight above 0"),
         (["--stop-iou", "1.5"], "--stop-iou"),
         (["--patience", "0"], "--patience"),
         (["--prune-after", "3"], "--prune-after"),
@@ -223,6 +224,46 @@ def test_prior_penalty_keeps_latents_nearer_the_truncation_region(search_run):
         outside[name] = prior_penalty(finals, 2 * 0.4).mean().item()
     assert outside["free"] > 0.1, "the test needs latents that leave the box without the penalty"
     assert outside["prior"] < 0.5 * outside["free"]
+
+
+def test_norm_prior_pulls_the_latent_norm_toward_its_typical_radius(search_run):
+    """--prior norm (ReNO's): the final latents' norms end nearer sigma sqrt(Z - 1) than without it (a large
+    learning rate throws them far from it)."""
+    from silhouette_lightning.search.objective import NORM_SIGMA
+    from silhouette_lightning.search.priors import norm_prior_mode
+
+    mode = norm_prior_mode(8, NORM_SIGMA * 0.4)  # tiny BigGAN: Z = 8, truncation 0.4
+    settings = dict(lr=0.3, steps=6, frames=2)
+    distance = {}
+    for name, extra in (("free", {}), ("norm", {"prior": "norm", "prior_weight": 1.0})):
+        run_dir, _ = search_run(name, **settings, **extra)
+        finals = torch.stack([r["frames"][-1] for r in load_records(run_dir).values()])
+        distance[name] = (finals.norm(dim=1) - mode).abs().mean().item()
+    assert distance["norm"] < 0.5 * distance["free"], distance
+
+
+def test_norm_prior_through_the_cli_is_recorded(cli_args, tmp_path):
+    assert main(cli_args("--prior", "norm", "--prior-weight", "0.01", "--save-images", "none")) == 0
+    config = (tmp_path / "out" / "run" / "config.yaml").read_text()
+    assert "prior: norm" in config and "prior_weight: 0.01" in config
+
+
+def test_norm_prior_is_zero_at_its_mode_and_its_gradient_is_renos(tiny_generator, ensemble):
+    """The objective's norm prior is ReNO's less a constant: zero at the mode radius, the same gradient."""
+    from silhouette_lightning.search.objective import NORM_SIGMA, Objective
+    from silhouette_lightning.search.priors import norm_prior, norm_prior_mode
+
+    objective = Objective(
+        tiny_generator, ensemble, views(SwapConfig(prior="norm", prior_weight=0.01), batch_size=1)["objective"]
+    )
+    sigma = NORM_SIGMA * 0.4
+    at_mode = torch.zeros(1, 8)
+    at_mode[0, 3] = norm_prior_mode(8, sigma)
+    assert objective.prior(at_mode).abs().item() < 1e-5
+    z = (torch.randn(4, 8, generator=torch.Generator().manual_seed(0)) * 0.7).requires_grad_()
+    ours = torch.autograd.grad(objective.prior(z).sum(), z)[0]
+    reno = torch.autograd.grad(norm_prior(z, weight=1.0, sigma=sigma).sum(), z)[0]
+    assert torch.allclose(ours, reno) and (objective.prior(z.detach()) >= -1e-5).all()
 
 
 def test_early_stop_freezes_a_trajectory_without_changing_its_past(search_run):
