@@ -402,11 +402,12 @@ class HandOver:
 def to_host(tensors: list[Tensor]) -> list[Tensor]:
     """CPU copies of `tensors` with one wait for the device instead of one per tensor.
 
-    The device-to-host copies are queued without blocking (into pinned memory), then each CUDA device's current
-    stream is synchronized once, which the copies need before they are read (PyTorch's guide to `non_blocking`).
+    CUDA tensors are copied without blocking (into pinned memory), then each CUDA device's current stream is
+    synchronized once, which the copies need before they are read (PyTorch's guide to `non_blocking`); tensors of
+    other devices are copied as `.cpu()` would.
     CPU tensors come back as they are: the callers pass fresh tensors (index results), never a table's own.
     """
-    host = [t.to("cpu", non_blocking=True) for t in tensors]
+    host = [t.to("cpu", non_blocking=t.device.type == "cuda") for t in tensors]  # other devices: plain copies
     for device in {t.device for t in tensors if t.device.type == "cuda"}:
         torch.cuda.current_stream(device).synchronize()
     return host

@@ -32,6 +32,7 @@ class SyncCounter(Callback):
         self.steps: list[dict] = []
         self.host: list[torch.Tensor] = []  # what `to_host` returned: host copies, read without a wait
         self.host_ids: set[int] = set()  # their ids (the list keeps them alive, so no id is reused)
+        self.in_to_host = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.steps.append({"calls": collections.Counter()})
@@ -65,7 +66,8 @@ def counted(monkeypatch):
 
     def to(self, *args, **kwargs):  # a blocking copy to the host waits; `non_blocking` ones wait in `to_host`
         target = [a for a in args if isinstance(a, (str, torch.device))] + [kwargs.get("device")]
-        if any(t is not None and torch.device(t).type == "cpu" for t in target) and not kwargs.get("non_blocking"):
+        to_host_ = any(t is not None and torch.device(t).type == "cpu" for t in target)
+        if to_host_ and not kwargs.get("non_blocking") and not counter.in_to_host:
             counter.record("to")
         return original_to(self, *args, **kwargs)
 
@@ -74,7 +76,11 @@ def counted(monkeypatch):
 
     def to_host(tensors):  # its one synchronize
         counter.record("to_host")
-        host = original_to_host(tensors)
+        counter.in_to_host = True  # its copies are the one wait counted here (on a GPU they do not block)
+        try:
+            host = original_to_host(tensors)
+        finally:
+            counter.in_to_host = False
         counter.host += host
         counter.host_ids |= {id(t) for t in host}
         return host
