@@ -308,43 +308,36 @@ class RowTable:
     def results(self, rows: list[int]) -> TrajectoryResult:
         """The results of the trajectories of finished `rows`, on the CPU (copied with one wait: `to_host`)."""
         keep = torch.tensor(rows, device=self.best_z.device)
-        with_class = self.best_class is not None
-        names = [
-            "best_z",
-            "best_iou",
-            "best_loss",
-            "best_step",
-            "stopped_at",
-            "frames",
-            "iou_history",  # [N, steps + 1]
-            "loss_history",  # [N, steps + 1]
-            "start_seeds",
-            "ended_at",
-            "ended_by",
-            "best_frames",
-        ] + (["best_class", "frames_class", "best_frames_class"] if with_class else [])
-        host = dict(zip(names, to_host([getattr(self, name)[keep] for name in names]), strict=True))
+        # TrajectoryResult's field -> this table's tensor (iou_history / loss_history: [N, steps + 1])
+        fields = {
+            **{name: getattr(self, name) for name in self._RESULT_TENSORS},
+            "seed": self.start_seeds,
+            **({name: getattr(self, name) for name in self._CLASS_TENSORS} if self.best_class is not None else {}),
+        }
+        host = dict(zip(fields, to_host([t[keep] for t in fields.values()]), strict=True))
         return TrajectoryResult(
             index=torch.tensor([self.index[r] for r in rows]),
             group=torch.tensor([self.group[r] for r in rows]),
-            best_z=host["best_z"],
-            best_iou=host["best_iou"],
-            best_loss=host["best_loss"],
-            best_step=host["best_step"],
-            stopped_at=host["stopped_at"],
-            frames=host["frames"],
             frame_steps=list(self.frame_steps),
-            iou_history=host["iou_history"],
-            loss_history=host["loss_history"],
-            seed=host["start_seeds"],
-            ended_at=host["ended_at"],
-            ended_by=[ENDED[code] for code in host["ended_by"].tolist()],
+            ended_by=[ENDED[code] for code in host.pop("ended_by").tolist()],
             seconds=torch.tensor([self.seconds[r] for r in rows], dtype=torch.float64),  # its share of each step
-            best_class=host.get("best_class"),
-            frames_class=host.get("frames_class"),
-            best_frames=host["best_frames"],
-            best_frames_class=host.get("best_frames_class"),
+            **host,
         )
+
+    _RESULT_TENSORS = (
+        "best_z",
+        "best_iou",
+        "best_loss",
+        "best_step",
+        "stopped_at",
+        "frames",
+        "iou_history",
+        "loss_history",
+        "ended_at",
+        "ended_by",
+        "best_frames",
+    )
+    _CLASS_TENSORS = ("best_class", "frames_class", "best_frames_class")  # with --class-lr
 
     def release(self, rows: list[int], results: TrajectoryResult, prune_after: int | None) -> None:
         """Empty finished `rows`; a restart that ended before its group's pruning step keeps its rank there."""
