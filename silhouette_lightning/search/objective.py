@@ -42,6 +42,10 @@ class Objective:
         self.prior_weight, self.prior_kind = prior_weight, options.prior
         if self.prior_kind not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior_kind!r}")
+        # the norm prior's sigma, and its value at its mode radius (what it is shifted by), set once
+        z_dim = generator.config.z_dim
+        self._norm_sigma = NORM_SIGMA * truncation
+        self._norm_floor = (z_dim - 1) * (0.5 - math.log(norm_prior_mode(z_dim, self._norm_sigma)))
         self.num_classes = generator.config.num_classes
         self._segment = torch.compile(ensemble, dynamic=False) if compile == "ensemble" else ensemble
         self._score = torch.compile(self._score_eager, dynamic=False) if compile == "all" else self._score_eager
@@ -98,9 +102,7 @@ class Objective:
         truncation; "norm" is ReNO's `priors.norm_prior` with the sigma of a truncated BigGAN latent
         (`NORM_SIGMA * truncation`), less its minimum (a constant: the same gradient, a loss that stays >= 0)."""
         if self.prior_kind == "norm":
-            sigma, d = NORM_SIGMA * self.truncation, z.shape[1]
-            floor = (d - 1) * (0.5 - math.log(norm_prior_mode(d, sigma)))  # its value at the mode radius
-            return norm_prior(z.float(), weight=1.0, sigma=sigma) - floor
+            return norm_prior(z.float(), weight=1.0, sigma=self._norm_sigma) - self._norm_floor
         return prior_penalty(z.float(), TRUNCATION_BOUND * self.truncation)
 
     @torch.no_grad()
