@@ -236,9 +236,7 @@ class SilhouetteSwap(LightningModule):
     def _is_last_step(self, alive: list[bool]) -> bool:
         """Whether every trajectory ends with this step (`_finish_rows` will stop the run): Lightning writes the
         logged scalars on that step whatever `log_every` says, so they must be this step's."""
-        if self.feeder.queue:
-            return False
-        return all(not alive[r] or self.rows.step[r] == self.steps for r in self.rows.occupied())
+        return not self.feeder.queue and len(self.rows.ending(alive)) == len(self.rows.occupied())
 
     def _class_detached(self) -> Tensor | None:
         return self.class_vector.detach() if self.class_vector is not None else None
@@ -247,18 +245,9 @@ class SilhouetteSwap(LightningModule):
         """Rows whose trajectory ended (last step, early stop, pruning, non-finite) hand over their results and
         are free for the next step; the others move to their next step. Sets `trainer.should_stop` when
         nothing is left to run."""
-        table = self.rows
-        now = time.perf_counter()
-        occupied = table.occupied()
-        share = (now - self._last_tick) / max(len(occupied), 1)  # the rows share this step's wall time
+        table, now = self.rows, time.perf_counter()
+        finishing = table.advance(alive, now - self._last_tick)
         self._last_tick = now
-        finishing = []
-        for r in occupied:
-            table.seconds[r] += share
-            if not alive[r] or table.step[r] == self.steps:
-                finishing.append(r)
-            else:
-                table.step[r] += 1
         self.report.finished = finishing
         if finishing:
             table.fill_after_end(finishing, self.z.detach(), self._class_detached())

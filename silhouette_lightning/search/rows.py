@@ -176,6 +176,23 @@ class RowTable:
         """The rows running a trajectory."""
         return [row for row, index in enumerate(self.index) if index >= 0]
 
+    def ending(self, alive: list[bool]) -> list[int]:
+        """The occupied rows whose trajectory ends with this step: not `alive` (early stop, pruning, non-finite),
+        or at its last step."""
+        return [r for r in self.occupied() if not alive[r] or self.step[r] == self.steps]
+
+    def advance(self, alive: list[bool], seconds: float) -> list[int]:
+        """After a step of `seconds` wall time, shared equally by the occupied rows: the rows that end (`ending`),
+        while the others move to their next step."""
+        occupied, ending = self.occupied(), self.ending(alive)
+        ends = set(ending)
+        share = seconds / max(len(occupied), 1)
+        for r in occupied:
+            self.seconds[r] += share
+            if r not in ends:
+                self.step[r] += 1
+        return ending
+
     def stepping(self) -> list[int]:
         """The rows that take an Adam step after this scoring (before non-finite ones are known)."""
         return [r for r, index in enumerate(self.index) if index >= 0 and self.step[r] < self.steps]
